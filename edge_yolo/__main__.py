@@ -1,0 +1,5 @@
+import sys
+
+from edge_yolo.cli import main
+
+sys.exit(main())

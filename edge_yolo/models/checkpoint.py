@@ -1,0 +1,165 @@
+"""Self-describing checkpoints: the file carries what rebuilds the model.
+
+A checkpoint is a dict of plain types and tensors, loaded with ``torch.load(weights_only=True)``
+only, so opening one never executes pickled code. Writes are atomic (temp file + rename):
+a process killed mid-save leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .gelan import YOLO, GELANConfig
+
+FORMAT = "edge-yolo-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable edge-yolo checkpoint; the message names the file."""
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def checkpoint_dict(
+    model: YOLO,
+    *,
+    names: list[str] | None = None,
+    imgsz: int = 640,
+    state_dict: dict[str, torch.Tensor] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The self-describing part of a checkpoint (plus any ``extra`` training state)."""
+    from .fuse import is_fused
+
+    names = list(names) if names is not None else [f"class{i}" for i in range(model.num_classes)]
+    if len(names) != model.num_classes:
+        raise ValueError(f"{len(names)} class names for a {model.num_classes}-class model")
+    sd = state_dict if state_dict is not None else model.state_dict()
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": model.name,
+        "config": dataclasses.asdict(model.config),
+        "num_classes": model.num_classes,
+        "names": names,
+        "imgsz": int(imgsz),
+        "fused": is_fused(model),
+        "state_dict": {k: v.detach().cpu() for k, v in sd.items()},
+        **extra,
+    }
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: YOLO,
+    *,
+    names: list[str] | None = None,
+    imgsz: int = 640,
+    **extra: Any,
+) -> Path:
+    atomic_torch_save(checkpoint_dict(model, names=names, imgsz=imgsz, **extra), path)
+    return Path(path)
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: str | None = None,
+    num_classes: int | None = None,
+) -> dict[str, Any]:
+    """Read and validate a checkpoint; refuse other files and mismatched expectations."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip and weights_only errors all mean "not ours"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a valid edge-yolo checkpoint ({reason})") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: not an edge-yolo checkpoint (no '{FORMAT}' header); reference YOLOv9 "
+            "weights are imported with --weights, see edge_yolo.train.pretrained"
+        )
+    if ckpt.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {ckpt['format_version']} is newer than this edge-yolo "
+            f"reads ({FORMAT_VERSION}); upgrade edge-yolo"
+        )
+    for key in ("model", "config", "num_classes", "names", "state_dict"):
+        if key not in ckpt:
+            raise CheckpointError(f"{path}: checkpoint is missing '{key}'")
+    if model is not None and _base_name(ckpt["model"]) != _base_name(model):
+        raise CheckpointError(f"{path}: checkpoint is for model {ckpt['model']!r}, expected {model!r}")
+    if num_classes is not None and ckpt["num_classes"] != num_classes:
+        raise CheckpointError(
+            f"{path}: checkpoint has {ckpt['num_classes']} classes, expected {num_classes}"
+        )
+    return ckpt
+
+
+def _base_name(name: str) -> str:
+    # yolov9-t and gelan-t share the inference network; a checkpoint of either serves both.
+    return name.lower().replace("yolov9-", "gelan-")
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike = "<checkpoint>") -> YOLO:
+    cfg = dict(ckpt["config"])
+    cfg["strides"] = tuple(cfg.get("strides", (8, 16, 32)))
+    try:
+        config = GELANConfig(**cfg)
+    except TypeError as e:
+        raise CheckpointError(f"{path}: checkpoint config does not describe a model ({e})") from e
+    model = YOLO(config)
+    state = ckpt["state_dict"]
+    if not config.pgi and any(k.startswith("aux.") for k in state):
+        state = {k: v for k, v in state.items() if not k.startswith("aux.")}
+    if ckpt.get("fused"):
+        model.fuse()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} keys (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} keys (e.g. {unexpected[0]})")
+        raise CheckpointError(f"{path}: weights do not fit {config.name}: " + "; ".join(parts))
+    return model
+
+
+def load_model(
+    path: str | os.PathLike,
+    *,
+    model: str | None = None,
+    num_classes: int | None = None,
+    use_ema: bool = True,
+) -> tuple[YOLO, dict[str, Any]]:
+    """Load a checkpoint and build its model (the EMA weights when the file has them)."""
+    ckpt = load_checkpoint(path, model=model, num_classes=num_classes)
+    if use_ema and isinstance(ckpt.get("ema"), dict):
+        ckpt = {**ckpt, "state_dict": ckpt["ema"]}
+    try:
+        net = model_from_checkpoint(ckpt, path)
+    except RuntimeError as e:  # shape mismatches from load_state_dict
+        raise CheckpointError(f"{path}: weights do not fit {ckpt['model']}: {e}") from e
+    return net, ckpt
