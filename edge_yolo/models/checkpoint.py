@@ -110,7 +110,9 @@ def load_checkpoint(
         if key not in ckpt:
             raise CheckpointError(f"{path}: checkpoint is missing '{key}'")
     if model is not None and _base_name(ckpt["model"]) != _base_name(model):
-        raise CheckpointError(f"{path}: checkpoint is for model {ckpt['model']!r}, expected {model!r}")
+        raise CheckpointError(
+            f"{path}: checkpoint is for model {ckpt['model']!r}, expected {model!r}"
+        )
     if num_classes is not None and ckpt["num_classes"] != num_classes:
         raise CheckpointError(
             f"{path}: checkpoint has {ckpt['num_classes']} classes, expected {num_classes}"

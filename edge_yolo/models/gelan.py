@@ -11,8 +11,8 @@ Layer numbers in comments refer to the table in MODEL_FACTS.md (t widths; s doub
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -37,7 +37,9 @@ class GELANConfig:
 
     def __post_init__(self) -> None:
         if self.width <= 0 or self.width % 8:
-            raise ValueError(f"{self.name}: width must be a positive multiple of 8, got {self.width}")
+            raise ValueError(
+                f"{self.name}: width must be a positive multiple of 8, got {self.width}"
+            )
         if self.depth < 1:
             raise ValueError(f"{self.name}: depth must be >= 1, got {self.depth}")
         if self.num_classes < 1:
@@ -115,7 +117,9 @@ class YOLO(nn.Module):
         w, n = config.width, config.depth
         self.backbone = Backbone(w, n)
         self.neck = PANNeck(w, n)
-        self.head = DDetect(config.num_classes, config.level_channels, config.strides, config.reg_max)
+        self.head = DDetect(
+            config.num_classes, config.level_channels, config.strides, config.reg_max
+        )
         self.aux: AuxiliaryBranch | None = None
         if config.pgi:
             self.aux = AuxiliaryBranch(w, n, config.num_classes, config.strides, config.reg_max)

@@ -60,7 +60,9 @@ class DDetect(nn.Module):
             for c in in_channels
         )
         self.cls = nn.ModuleList(
-            nn.Sequential(Conv(c, c_cls, 3), Conv(c_cls, c_cls, 3), nn.Conv2d(c_cls, num_classes, 1))
+            nn.Sequential(
+                Conv(c, c_cls, 3), Conv(c_cls, c_cls, 3), nn.Conv2d(c_cls, num_classes, 1)
+            )
             for c in in_channels
         )
         self.reset_bias()

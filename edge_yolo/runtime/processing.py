@@ -1,0 +1,287 @@
+"""Pre- and post-processing in numpy, shared by every backend (and by evaluation).
+
+Pipeline: image (BGR uint8) -> :func:`letterbox` -> RGB float blob -> model -> raw
+``box_dist (4*reg_max, A)`` + ``cls_logits (nc, A)`` -> :func:`postprocess`: prune anchors by
+their best class logit (sigmoid is monotonic, so no sigmoid or DFL work is spent on
+background), DFL expectation, anchor decode, class-aware NMS (OpenCV), then scale back to the
+original image. Mirrors :mod:`edge_yolo.models.decode` (torch); tests hold them together.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+PAD_VALUE = 114
+
+
+class ImageError(ValueError):
+    """An input that is not a usable image; the message says what was wrong."""
+
+
+@dataclass(frozen=True)
+class LetterboxInfo:
+    """How an image was fitted into the network input: ``net_xy = orig_xy * ratio + pad``."""
+
+    ratio: float
+    pad: tuple[float, float]  # (left, top) in network-input pixels
+    orig_shape: tuple[int, int]  # (h, w) of the original image
+    new_shape: tuple[int, int]  # (h, w) of the network input
+
+
+def _as_hw(shape: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(shape, (int, np.integer)):
+        return int(shape), int(shape)
+    h, w = shape
+    return int(h), int(w)
+
+
+def letterbox(
+    image: np.ndarray,
+    new_shape: int | tuple[int, int] = 640,
+    color: int = PAD_VALUE,
+    scaleup: bool = True,
+) -> tuple[np.ndarray, LetterboxInfo]:
+    """Resize keeping the aspect ratio and pad to ``new_shape`` (image centred)."""
+    h, w = image.shape[:2]
+    nh, nw = _as_hw(new_shape)
+    r = min(nh / h, nw / w)
+    if not scaleup:
+        r = min(r, 1.0)
+    rw, rh = round(w * r), round(h * r)
+    if (rw, rh) != (w, h):
+        interp = cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR
+        image = cv2.resize(image, (rw, rh), interpolation=interp)
+    dw, dh = (nw - rw) / 2, (nh - rh) / 2
+    top, bottom = round(dh - 0.1), round(dh + 0.1)
+    left, right = round(dw - 0.1), round(dw + 0.1)
+    if top or bottom or left or right:
+        value = (color,) * (image.shape[2] if image.ndim == 3 else 1)
+        image = cv2.copyMakeBorder(
+            image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=value
+        )
+    return image, LetterboxInfo(r, (float(left), float(top)), (h, w), (nh, nw))
+
+
+def to_bgr(image: object) -> np.ndarray:
+    """Check an input image and bring it to 3-channel BGR uint8 (grayscale and BGRA converted)."""
+    if not isinstance(image, np.ndarray):
+        raise ImageError(
+            f"expected an image as a numpy array or a path, got {type(image).__name__}"
+        )
+    if image.dtype != np.uint8:
+        raise ImageError(
+            f"expected a uint8 image (OpenCV BGR), got dtype {image.dtype}; "
+            "convert with (img * 255).clip(0, 255).astype(np.uint8) if it is float in [0, 1]"
+        )
+    if image.size == 0 or image.ndim < 2 or min(image.shape[:2]) == 0:
+        raise ImageError(f"image is empty (shape {image.shape})")
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    raise ImageError(
+        f"expected an image of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {image.shape}"
+    )
+
+
+def read_image(path: str) -> np.ndarray:
+    """Read an image file as BGR uint8, with an error naming the file when it cannot."""
+    data = np.fromfile(path, dtype=np.uint8) if _exists(path) else None
+    if data is None:
+        raise ImageError(f"{path}: no such image file")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
+    if image.dtype == np.uint16:  # 16-bit PNG/TIFF: keep the top byte
+        image = (image >> 8).astype(np.uint8)
+    return to_bgr(image)
+
+
+def _exists(path: str) -> bool:
+    import os
+
+    return os.path.isfile(path)
+
+
+def preprocess(
+    image: np.ndarray,
+    imgsz: int | tuple[int, int] = 640,
+    *,
+    layout: str = "NCHW",
+    dtype: type | np.dtype = np.float32,
+    color: str = "RGB",
+    scale: float = 1 / 255.0,
+    mean: tuple[float, float, float] | list[float] = (0.0, 0.0, 0.0),
+    pad_value: int = PAD_VALUE,
+) -> tuple[np.ndarray, LetterboxInfo]:
+    """BGR uint8 image -> network blob ``(1, 3, H, W)`` (or NHWC), RGB ``(pixel - mean) * scale``
+    (so [0, 1] by default), and the letterbox geometry needed to map detections back."""
+    boxed, info = letterbox(to_bgr(image), imgsz, color=pad_value)
+    blob = to_blob([boxed], layout=layout, color=color, scale=scale, mean=mean)
+    return (blob if np.dtype(dtype) == np.float32 else blob.astype(dtype)), info
+
+
+def to_blob(
+    images: list[np.ndarray],
+    *,
+    layout: str = "NCHW",
+    color: str = "RGB",
+    scale: float = 1 / 255.0,
+    mean: tuple[float, float, float] | list[float] = (0.0, 0.0, 0.0),
+) -> np.ndarray:
+    """Letterboxed BGR uint8 images of one size -> float32 batch ``(B, 3, H, W)`` (or NHWC)."""
+    if layout not in ("NCHW", "NHWC"):
+        raise ValueError(f"layout must be NCHW or NHWC, got {layout!r}")
+    if color not in ("RGB", "BGR"):
+        raise ValueError(f"color must be RGB or BGR, got {color!r}")
+    batch = np.stack(images)
+    if color == "RGB":
+        batch = batch[..., ::-1]
+    if layout == "NCHW":
+        batch = batch.transpose(0, 3, 1, 2)
+    blob = np.ascontiguousarray(batch, dtype=np.float32)
+    if any(mean):
+        m = np.asarray(mean, np.float32)
+        blob -= m[:, None, None] if layout == "NCHW" else m
+    blob *= np.float32(scale)
+    return blob
+
+
+@functools.lru_cache(maxsize=16)
+def make_anchors(
+    new_shape: tuple[int, int], strides: tuple[int, ...] = (8, 16, 32)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Anchor points ``(A, 2)`` (cell centres, pixels) and their strides ``(A,)`` for an input
+    of ``new_shape``; level order and row-major flattening as in the exported outputs."""
+    h, w = new_shape
+    points, stride_col = [], []
+    for s in strides:
+        gh, gw = math.ceil(h / s), math.ceil(w / s)
+        xs = (np.arange(gw, dtype=np.float32) + 0.5) * s
+        ys = (np.arange(gh, dtype=np.float32) + 0.5) * s
+        xx, yy = np.meshgrid(xs, ys)
+        points.append(np.stack((xx, yy), -1).reshape(-1, 2))
+        stride_col.append(np.full(gh * gw, s, dtype=np.float32))
+    pts, st = np.concatenate(points), np.concatenate(stride_col)
+    pts.flags.writeable = False
+    st.flags.writeable = False
+    return pts, st
+
+
+def dfl_decode(box_dist: np.ndarray, reg_max: int = 16) -> np.ndarray:
+    """``(4*reg_max, K)`` logits -> ``(K, 4)`` expected LTRB distances (stride units)."""
+    k = box_dist.shape[1]
+    logits = box_dist.reshape(4, reg_max, k).astype(np.float32, copy=False)
+    logits = logits - logits.max(axis=1, keepdims=True)
+    prob = np.exp(logits)
+    prob /= prob.sum(axis=1, keepdims=True)
+    dist = np.einsum("frk,r->kf", prob, np.arange(reg_max, dtype=np.float32))
+    return dist
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def decode(
+    box_dist: np.ndarray,
+    cls_logits: np.ndarray,
+    new_shape: tuple[int, int],
+    *,
+    strides: tuple[int, ...] = (8, 16, 32),
+    reg_max: int = 16,
+    conf: float = 0.25,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw outputs of one image -> candidate ``boxes (K, 4)`` xyxy (network pixels),
+    ``scores (K,)``, ``class_ids (K,)`` for the anchors whose best score exceeds ``conf``."""
+    points, stride_col = make_anchors(tuple(new_shape), tuple(strides))
+    a = points.shape[0]
+    if box_dist.shape != (4 * reg_max, a) or cls_logits.ndim != 2 or cls_logits.shape[1] != a:
+        raise ValueError(
+            f"raw outputs of shape {box_dist.shape} and {cls_logits.shape} do not fit a "
+            f"{new_shape[0]}x{new_shape[1]} input (expected ({4 * reg_max}, {a}) and (nc, {a}))"
+        )
+    best = cls_logits.argmax(0)
+    best_logit = np.take_along_axis(cls_logits, best[None], 0)[0].astype(np.float32)
+    conf = min(max(conf, 1e-7), 1 - 1e-7)
+    keep = np.flatnonzero(best_logit > math.log(conf / (1 - conf)))  # sigmoid(x) > conf
+    if keep.size == 0:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    dist = dfl_decode(box_dist[:, keep], reg_max) * stride_col[keep, None]
+    p = points[keep]
+    boxes = np.concatenate((p - dist[:, :2], p + dist[:, 2:]), 1)
+    return boxes, sigmoid(best_logit[keep]), best[keep].astype(np.int64)
+
+
+def nms(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    class_ids: np.ndarray,
+    iou: float = 0.45,
+    max_det: int = 300,
+) -> np.ndarray:
+    """Class-aware NMS (OpenCV's): indices of the kept boxes, best score first."""
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    xywh = np.concatenate((boxes[:, :2], boxes[:, 2:] - boxes[:, :2]), 1)
+    keep = cv2.dnn.NMSBoxesBatched(
+        xywh.astype(np.float32).tolist(),
+        scores.astype(np.float32).tolist(),
+        class_ids.astype(np.int32).tolist(),
+        0.0,
+        float(iou),
+    )
+    keep = np.asarray(keep, dtype=np.int64).reshape(-1)
+    keep = keep[np.argsort(-scores[keep], kind="stable")]
+    return keep[:max_det]
+
+
+def scale_boxes(boxes: np.ndarray, info: LetterboxInfo) -> np.ndarray:
+    """Network-input xyxy -> original-image xyxy, clipped to the image."""
+    out = boxes.astype(np.float32, copy=True)
+    out[:, [0, 2]] -= info.pad[0]
+    out[:, [1, 3]] -= info.pad[1]
+    out /= info.ratio
+    h, w = info.orig_shape
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, w)
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, h)
+    return out
+
+
+def postprocess(
+    box_dist: np.ndarray,
+    cls_logits: np.ndarray,
+    info: LetterboxInfo,
+    *,
+    strides: tuple[int, ...] = (8, 16, 32),
+    reg_max: int = 16,
+    conf: float = 0.25,
+    iou: float = 0.45,
+    max_det: int = 300,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw outputs of one image -> ``xyxy (N, 4)`` float32 in original pixels, ``scores (N,)``,
+    ``class_ids (N,)`` int64, best first."""
+    boxes, scores, class_ids = decode(
+        box_dist, cls_logits, info.new_shape, strides=strides, reg_max=reg_max, conf=conf
+    )
+    keep = nms(boxes, scores, class_ids, iou, max_det)
+    return scale_boxes(boxes[keep], info), scores[keep].astype(np.float32), class_ids[keep]
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Integer tensor -> float32: ``(q - zero_point) * scale``."""
+    return (q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: type | np.dtype) -> np.ndarray:
+    """float -> integer tensor of ``dtype``: ``round(x / scale) + zero_point``, saturated."""
+    info = np.iinfo(dtype)
+    q = np.round(x / np.float32(scale)) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
