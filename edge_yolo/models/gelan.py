@@ -34,6 +34,9 @@ class GELANConfig:
     num_classes: int = 80
     reg_max: int = 16
     strides: tuple[int, int, int] = (8, 16, 32)
+    # (box, class) branch widths of the heads; None = head.head_widths' rule. Pretrained
+    # reference weights fix them (the official YOLOv9-T class branch is 128 wide).
+    head_widths: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.width <= 0 or self.width % 8:
@@ -48,6 +51,13 @@ class GELANConfig:
             raise ValueError(f"{self.name}: reg_max must be >= 2, got {self.reg_max}")
         if tuple(self.strides) != (8, 16, 32):
             raise ValueError(f"{self.name}: strides must be (8, 16, 32), got {self.strides}")
+        if self.head_widths is not None and (
+            len(self.head_widths) != 2 or min(self.head_widths) < 1 or self.head_widths[0] % 4
+        ):
+            raise ValueError(
+                f"{self.name}: head_widths must be (box, cls) > 0 with box a multiple of 4, "
+                f"got {self.head_widths}"
+            )
 
     @property
     def level_channels(self) -> tuple[int, int, int]:
@@ -117,12 +127,15 @@ class YOLO(nn.Module):
         w, n = config.width, config.depth
         self.backbone = Backbone(w, n)
         self.neck = PANNeck(w, n)
+        widths = config.head_widths
         self.head = DDetect(
-            config.num_classes, config.level_channels, config.strides, config.reg_max
+            config.num_classes, config.level_channels, config.strides, config.reg_max, widths
         )
         self.aux: AuxiliaryBranch | None = None
         if config.pgi:
-            self.aux = AuxiliaryBranch(w, n, config.num_classes, config.strides, config.reg_max)
+            self.aux = AuxiliaryBranch(
+                w, n, config.num_classes, config.strides, config.reg_max, widths=widths
+            )
 
     @property
     def name(self) -> str:

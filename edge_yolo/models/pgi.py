@@ -42,10 +42,11 @@ class AuxiliaryBranch(nn.Module):
         num_classes: int,
         strides: tuple[int, ...] = (8, 16, 32),
         reg_max: int = 16,
+        widths: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.neck = AuxiliaryNeck(w, n)
-        self.head = DDetect(num_classes, (4 * w, 6 * w, 8 * w), strides, reg_max)
+        self.head = DDetect(num_classes, (4 * w, 6 * w, 8 * w), strides, reg_max, widths)
 
     def forward(self, feats: tuple[torch.Tensor, ...]) -> list[LevelOutput]:
         return self.head(self.neck(feats))
