@@ -22,6 +22,7 @@ rule); use ``drop_last=True`` for training so every rank takes the same number o
 
 from __future__ import annotations
 
+import multiprocessing as mp
 from collections.abc import Iterator
 from typing import TypedDict
 
@@ -167,6 +168,20 @@ def collate(items: list[_Item]) -> tuple[torch.Tensor, torch.Tensor, BatchMeta]:
     return images, targets.reshape(-1, 6), meta
 
 
+def _worker_context() -> mp.context.BaseContext | None:
+    """Workers start from a fork server, not by forking this process.
+
+    Forking a process in which a runtime's thread pool (onnxruntime, OpenVINO, XNNPACK, ...)
+    holds a lock leaves the child deadlocked or crashing; a fork server is a clean
+    interpreter that has imported only the loader, so each epoch's workers still start fast.
+    """
+    if "forkserver" not in mp.get_all_start_methods():  # Windows, some macOS setups
+        return None
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
+
+
 def _worker_init(_worker_id: int) -> None:
     # Each worker is one of few processes on a small CPU: no nested thread pools.
     cv2.setNumThreads(1)
@@ -229,6 +244,7 @@ class DetectionLoader:
             drop_last=drop_last,
             pin_memory=torch.cuda.is_available(),
             worker_init_fn=_worker_init if workers else None,
+            multiprocessing_context=_worker_context() if workers else None,
             generator=torch.Generator().manual_seed(seed),
             # Not persistent: workers then copy the current epoch and mosaic switch each epoch.
             persistent_workers=False,

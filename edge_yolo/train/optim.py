@@ -1,0 +1,75 @@
+"""SGD with the three YOLO parameter groups, warmup and the per-epoch LR schedule."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+# Group order is part of the checkpoint format (optimizer state is saved by group index).
+WEIGHTS, BN_WEIGHTS, BIASES = 0, 1, 2
+
+
+def build_optimizer(
+    model: nn.Module, lr: float, momentum: float, weight_decay: float
+) -> torch.optim.SGD:
+    """SGD nesterov: conv/linear weights decay; BN weights and all biases do not.
+
+    Decaying BN scales and biases only pulls them toward zero, which hurts small models;
+    so weight decay applies to the weight tensors that carry the features.
+    """
+    decay, bn, bias = [], [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            if name == "bias":
+                bias.append(p)
+            elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+                bn.append(p)
+            else:
+                decay.append(p)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, "name": "weights"},
+        {"params": bn, "weight_decay": 0.0, "name": "bn_weights"},
+        {"params": bias, "weight_decay": 0.0, "name": "biases"},
+    ]
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
+
+
+def lr_lambda(epochs: int, lrf: float, cosine: bool) -> Callable[[int], float]:
+    """LR factor per epoch: linear (or cosine) from 1 at epoch 0 to ``lrf`` at the last."""
+    if cosine:
+        return lambda e: ((1 - math.cos(e * math.pi / epochs)) / 2) * (lrf - 1) + 1
+    return lambda e: (1 - e / epochs) * (1.0 - lrf) + lrf
+
+
+def warmup_iters(epochs_of_warmup: float, iters_per_epoch: int, min_iters: int) -> int:
+    """Warmup length in iterations: max(warmup epochs, a floor), none when both are 0."""
+    if epochs_of_warmup <= 0 and min_iters <= 0:
+        return 0
+    return max(round(epochs_of_warmup * iters_per_epoch), min_iters)
+
+
+def apply_warmup(
+    optimizer: torch.optim.Optimizer,
+    iteration: int,
+    n_warmup: int,
+    epoch_factor: float,
+    *,
+    bias_lr: float,
+    momentum: tuple[float, float],
+) -> None:
+    """Ramp every group's LR from 0 (biases: from ``bias_lr``) to its scheduled value.
+
+    The bias LR starts high and falls: the head's class-prior biases settle fast while
+    the weights are still near their initialisation. Momentum ramps ``momentum[0] -> [1]``.
+    """
+    xp = [0, n_warmup]
+    for j, group in enumerate(optimizer.param_groups):
+        start = bias_lr if j == BIASES else 0.0
+        group["lr"] = float(np.interp(iteration, xp, [start, group["initial_lr"] * epoch_factor]))
+        group["momentum"] = float(np.interp(iteration, xp, list(momentum)))

@@ -1,0 +1,101 @@
+"""``edge-yolo train`` and ``edge-yolo val`` end to end on tiny synthetic data, and their errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from edge_yolo.cli import main
+
+TINY = [
+    "--data",
+    "synthetic:8",
+    "--imgsz",
+    "64",
+    "--batch",
+    "4",
+    "--workers",
+    "0",
+    "--threads",
+    "1",
+    "--no-progress",
+    "--no-plots",
+]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", "--model", "yolov9-t", "--epochs", "1", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_train_writes_checkpoints_and_reports_map(trained_run: Path) -> None:
+    assert (trained_run / "last.pt").is_file() and (trained_run / "best.pt").is_file()
+    ckpt = torch.load(trained_run / "best.pt", weights_only=True)
+    assert ckpt["model"] == "yolov9-t" and ckpt["names"][0] == "circle"
+    final = json.loads((trained_run / "results.json").read_text())["final"]
+    assert final["model"] == "gelan-t"  # scored without the PGI branch
+
+
+def test_val_prints_map_and_per_class_ap(trained_run: Path, tmp_path: Path, capsys) -> None:
+    report = tmp_path / "val.json"
+    code = main(
+        [
+            "val",
+            "--weights",
+            str(trained_run / "best.pt"),
+            "--data",
+            "synthetic:8",
+            "--batch",
+            "2",
+            "--no-progress",
+            "--json",
+            str(report),
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "gelan-t (PGI branch dropped, fused), 64 px" in out  # imgsz from the checkpoint
+    assert "mAP50-95" in out and "mAP50" in out
+    assert "circle" in out and "AP50-95" in out  # per-class table
+    metrics = json.loads(report.read_text())
+    assert 0.0 <= metrics["map50_95"] <= metrics["map50"] <= 1.0
+    assert metrics["trained_as"] == "yolov9-t"
+
+
+def test_val_refuses_a_dataset_with_other_classes(trained_run: Path, capsys) -> None:
+    raccoons = Path(__file__).parent / "fixtures" / "raccoon"  # VOC, one class
+    code = main(
+        ["val", "--weights", str(trained_run / "best.pt"), "--data", str(raccoons), "--no-progress"]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and "model predicts 5 classes" in err and "has 1 (raccoon)" in err
+
+
+def test_train_refuses_to_overwrite_a_run(trained_run: Path, capsys) -> None:
+    assert main(["train", "--epochs", "1", "--out", str(trained_run), *TINY]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_resume_keeps_the_run_config(trained_run: Path, capsys) -> None:
+    assert main(["train", "--resume", str(trained_run), "--model", "gelan-s"]) == 2
+    assert "--model cannot change on --resume" in capsys.readouterr().err
+    assert main(["train", "--resume", str(trained_run / "last.pt"), "--no-progress"]) == 1
+    assert "already finished 1 of 1 epochs" in capsys.readouterr().err
+
+
+def test_bad_recipe_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("epochz: 3\n")
+    assert main(["train", "--recipe", str(recipe), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "r.yaml" in err and "'epochz'" in err
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    code = main(["train", "--data", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")])
+    assert code == 1 and "nope.yaml" in capsys.readouterr().err
