@@ -163,3 +163,77 @@ def atomic_write_text(path: Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def read_embedded(model_path: str | os.PathLike) -> BundleMeta:
+    """The metadata embedded in a lone model file under :data:`META_KEY`.
+
+    Each format is read with its own runtime library (imported here, lazily): onnxruntime for
+    ONNX ``metadata_props``, OpenVINO for IR ``rt_info``, the LiteRT flatbuffer schema for
+    TFLite metadata. A damaged file raises :class:`BundleError` naming it.
+    """
+    path = Path(model_path)
+    suffix = path.suffix.lower()
+    readers = {".onnx": _embedded_onnx, ".xml": _embedded_openvino, ".tflite": _embedded_tflite}
+    reader = readers.get(suffix)
+    if reader is None:
+        raise BundleError(
+            f"{path}: {suffix or 'this file'} files carry no embedded edge-yolo metadata"
+        )
+    if not path.is_file():
+        raise BundleError(f"{path}: no such model file")
+    text = reader(path)
+    if text is None:
+        raise BundleError(
+            f"{path}: the model file has no '{META_KEY}' metadata; load the bundle directory "
+            f"(with its {META_FILE}) instead of the lone file"
+        )
+    return BundleMeta.from_json(text, f"{path} (embedded metadata)")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
+
+
+def _embedded_onnx(path: Path) -> str | None:
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
+        raise BundleError(
+            f"{path}: not a loadable ONNX model, truncated or corrupt? ({_first_line(e)})"
+        ) from e
+    return session.get_modelmeta().custom_metadata_map.get(META_KEY)
+
+
+def _embedded_openvino(path: Path) -> str | None:
+    import openvino as ov
+
+    try:
+        model = ov.Core().read_model(str(path))
+    except Exception as e:
+        raise BundleError(
+            f"{path}: not a loadable OpenVINO IR (.xml + .bin), truncated or corrupt? "
+            f"({_first_line(e)})"
+        ) from e
+    if not model.has_rt_info([META_KEY]):
+        return None
+    value = model.get_rt_info([META_KEY])
+    value = value.astype(str) if hasattr(value, "astype") else value
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _embedded_tflite(path: Path) -> str | None:
+    # Our own bounds-checked flatbuffer reader: needs no TFLite package, so a lone .tflite
+    # opens on a device that only has tflite-runtime.
+    from .backends.tflite import TFLiteFile
+
+    try:
+        raw = TFLiteFile(path.read_bytes()).metadata(META_KEY)
+        return None if raw is None else raw.decode("utf-8")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BundleError(
+            f"{path}: not a readable TFLite model, truncated or corrupt? ({_first_line(e)})"
+        ) from e

@@ -54,7 +54,9 @@ def letterbox(
         r = min(r, 1.0)
     rw, rh = round(w * r), round(h * r)
     if (rw, rh) != (w, h):
-        interp = cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR
+        # Bilinear is ~5x cheaper than INTER_AREA at non-integer scales and aliases visibly
+        # only for strong reductions, where area averaging is worth its cost.
+        interp = cv2.INTER_AREA if r < 1 / 3 else cv2.INTER_LINEAR
         image = cv2.resize(image, (rw, rh), interpolation=interp)
     dw, dh = (nw - rw) / 2, (nh - rh) / 2
     top, bottom = round(dh - 0.1), round(dh + 0.1)
@@ -86,9 +88,12 @@ def to_bgr(image: object) -> np.ndarray:
         return image
     if image.ndim == 3 and image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    raise ImageError(
-        f"expected an image of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {image.shape}"
-    )
+    if image.ndim == 3:
+        raise ImageError(
+            f"expected 1 (gray), 3 (BGR) or 4 (BGRA) channels, got {image.shape[2]} "
+            f"(image shape {image.shape})"
+        )
+    raise ImageError(f"expected an image of shape (H, W) or (H, W, C), got shape {image.shape}")
 
 
 def read_image(path: str) -> np.ndarray:

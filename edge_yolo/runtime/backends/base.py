@@ -1,0 +1,112 @@
+"""The small interface every runtime backend implements.
+
+A backend wraps one runtime library (imported lazily, inside the backend) and turns a
+preprocessed input blob into the model's two raw outputs in canonical layout. Everything
+before (letterbox, colour, normalisation) and after (decode, NMS) is shared numpy code in
+:mod:`edge_yolo.runtime.processing`; a backend never post-processes.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from ..bundle import BundleMeta
+
+
+class BackendError(RuntimeError):
+    """A model file the runtime cannot load or run; the message names the file."""
+
+
+class Backend(ABC):
+    name: str = ""
+    #: Python package(s) the backend imports, for the "not installed" message.
+    requires: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        model_path: Path,
+        meta: BundleMeta,
+        *,
+        threads: int | None = None,
+        device: str | None = None,
+    ) -> None:
+        self.model_path = Path(model_path)
+        self.meta = meta
+        self.threads = threads or default_threads()
+        self.device = device
+
+    @classmethod
+    @abstractmethod
+    def available(cls) -> bool:
+        """True when the backend's runtime library can be imported here."""
+
+    @classmethod
+    def read_metadata(cls, model_path: Path) -> BundleMeta:
+        """The metadata embedded in a lone model file (a bundle has ``edge_yolo.json`` instead)."""
+        from ..bundle import read_embedded
+
+        return read_embedded(model_path)
+
+    @classmethod
+    def missing_message(cls) -> str:
+        """Why :meth:`available` is False, naming the package to install."""
+        pkgs = " or ".join(repr(p) for p in cls.requires) or "its runtime library"
+        return f"the {cls.name} backend needs the {pkgs} package, which is not importable here"
+
+    @property
+    def max_batch(self) -> int:
+        """Largest batch one ``infer`` call takes (1 for static-shape models)."""
+        return 1
+
+    @abstractmethod
+    def infer(self, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run the model.
+
+        ``blob``: float32 ``(B, 3, H, W)`` (or ``(B, H, W, 3)`` when ``meta.layout`` is NHWC),
+        RGB in [0, 1]. The backend quantizes it when the model takes integers.
+        Returns ``box_dist (B, 4*reg_max, A)`` and ``cls_logits (B, nc, A)`` as float32,
+        dequantized and transposed to this canonical layout whatever the file stores.
+        """
+
+    def check_io(
+        self, input_shape: tuple[int, ...], output_shapes: dict[str, tuple[int, ...]]
+    ) -> None:
+        """Refuse metadata that contradicts the model file's real input/output shapes."""
+        meta = self.meta
+        h, w = meta.imgsz
+        want = (3, h, w) if meta.layout == "NCHW" else (h, w, 3)
+        got = tuple(
+            int(d) if isinstance(d, (int, np.integer)) and d > 0 else -1 for d in input_shape
+        )
+        if len(got) != 4 or any(g not in (-1, e) for g, e in zip(got[1:], want)):
+            raise BackendError(
+                f"{self.model_path}: metadata says input {meta.layout} {list(want)} but the model "
+                f"takes {list(input_shape)}"
+            )
+        anchors = sum((-(-h // s)) * (-(-w // s)) for s in meta.strides)
+        expect = {"box_dist": 4 * meta.reg_max, "cls_logits": meta.num_classes}
+        for name, channels in expect.items():
+            shape = output_shapes.get(name)
+            if shape is None:
+                raise BackendError(
+                    f"{self.model_path}: model has no output named {name!r} "
+                    f"(outputs: {sorted(output_shapes)})"
+                )
+            dims = [int(d) for d in shape[1:] if isinstance(d, (int, np.integer)) and d > 0]
+            if sorted(dims) != sorted([channels, anchors]):
+                raise BackendError(
+                    f"{self.model_path}: output {name!r} has shape {list(shape)}, but the metadata "
+                    f"({meta.num_classes} classes, {h}x{w} input) implies {channels} x {anchors}"
+                )
+
+
+def default_threads() -> int:
+    """All cores the process may use (TFLite and OpenVINO default to these too)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

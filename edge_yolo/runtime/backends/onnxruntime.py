@@ -1,0 +1,89 @@
+"""onnxruntime backend: plain ONNX bundles, and Jetson Q/DQ ONNX files off the Jetson."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from ..bundle import BundleMeta
+from .base import Backend, BackendError
+
+#: ``device`` -> execution providers to try, in order (CPU always last as the fallback).
+PROVIDERS = {
+    None: ["CPUExecutionProvider"],
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "gpu": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+#: batch chunk for files whose batch dimension is dynamic
+DYNAMIC_MAX_BATCH = 32
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    requires = ("onnxruntime",)
+
+    def __init__(
+        self,
+        model_path: Path,
+        meta: BundleMeta,
+        *,
+        threads: int | None = None,
+        device: str | None = None,
+    ) -> None:
+        super().__init__(model_path, meta, threads=threads, device=device)
+        import onnxruntime as ort
+
+        if device not in PROVIDERS:
+            raise BackendError(
+                f"{model_path}: onnxruntime device must be one of "
+                f"{', '.join(str(k) for k in PROVIDERS if k)}, got {device!r}"
+            )
+        providers = [p for p in PROVIDERS[device] if p in ort.get_available_providers()]
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1  # one model, sequential graph: no inter-op parallelism
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        if not self.model_path.is_file():
+            raise BackendError(f"{self.model_path}: no such ONNX model file")
+        try:
+            self.session = ort.InferenceSession(str(self.model_path), opts, providers=providers)
+        except Exception as e:  # onnxruntime raises Fail / InvalidProtobuf / InvalidGraph
+            reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise BackendError(
+                f"{self.model_path}: onnxruntime cannot load this model, truncated or corrupt? "
+                f"({reason})"
+            ) from e
+        (inp,) = self.session.get_inputs()
+        self.input_name = inp.name
+        self.input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        self._batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
+        outputs = {o.name: tuple(o.shape) for o in self.session.get_outputs()}
+        self.check_io(tuple(inp.shape), outputs)
+
+    @classmethod
+    def available(cls) -> bool:
+        return importlib.util.find_spec("onnxruntime") is not None
+
+    @property
+    def max_batch(self) -> int:
+        return self._batch or DYNAMIC_MAX_BATCH
+
+    def infer(self, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        blob = np.ascontiguousarray(blob, dtype=self.input_dtype)
+        if self._batch is not None and blob.shape[0] != self._batch:
+            if self._batch != 1:
+                raise BackendError(
+                    f"{self.model_path}: the model takes batches of {self._batch}, got "
+                    f"{blob.shape[0]}"
+                )
+            parts = [self.infer(blob[i : i + 1]) for i in range(blob.shape[0])]
+            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        try:
+            box, cls = self.session.run(["box_dist", "cls_logits"], {self.input_name: blob})
+        except Exception as e:
+            raise BackendError(f"{self.model_path}: onnxruntime inference failed ({e})") from e
+        return box.astype(np.float32, copy=False), cls.astype(np.float32, copy=False)

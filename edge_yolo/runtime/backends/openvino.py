@@ -1,0 +1,101 @@
+"""OpenVINO backend: IR bundles (``.xml`` + ``.bin``), FP32 / FP16-weights / INT8."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from ..bundle import BundleMeta
+from .base import Backend, BackendError
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
+
+
+class OpenVINOBackend(Backend):
+    name = "openvino"
+    requires = ("openvino",)
+
+    def __init__(
+        self,
+        model_path: Path,
+        meta: BundleMeta,
+        *,
+        threads: int | None = None,
+        device: str | None = None,
+    ) -> None:
+        super().__init__(model_path, meta, threads=threads, device=device)
+        import openvino as ov
+
+        path = self.model_path
+        if not path.is_file():
+            raise BackendError(f"{path}: no such OpenVINO model file")
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+        except Exception as e:  # OpenVINO raises RuntimeError with a long C++ trace
+            raise BackendError(
+                f"{path}: OpenVINO cannot read this IR (.xml + .bin), truncated or corrupt? "
+                f"({_first_line(e)})"
+            ) from e
+        inp = model.inputs[0]
+        batch = inp.get_partial_shape()[0]
+        self._batch = batch.get_length() if batch.is_static else None
+        self.check_io(
+            _shape(inp.get_partial_shape()),
+            {next(iter(o.get_names()), ""): _shape(o.get_partial_shape()) for o in model.outputs},
+        )
+        config = {
+            "INFERENCE_NUM_THREADS": self.threads,
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,  # one request at a time: all threads on it
+            # The CPU plugin computes float layers in bf16 by default on CPUs with AVX512-BF16
+            # or AMX, which moves FP32 outputs by whole logits; an fp32/fp16 bundle promises
+            # float32 arithmetic (and int8 bundles keep their float layers in f32 too).
+            "INFERENCE_PRECISION_HINT": "f32",
+        }
+        target = (device or "CPU").upper()
+        try:
+            self.compiled = core.compile_model(model, target, config)
+        except Exception as e:
+            raise BackendError(
+                f"{path}: OpenVINO cannot compile the model for {target} ({_first_line(e)})"
+            ) from e
+        self.request = self.compiled.create_infer_request()
+        self._outputs = [self.compiled.output(n) for n in ("box_dist", "cls_logits")]
+
+    @classmethod
+    def available(cls) -> bool:
+        return importlib.util.find_spec("openvino") is not None
+
+    @property
+    def max_batch(self) -> int:
+        return self._batch or 32
+
+    def infer(self, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        blob = np.ascontiguousarray(blob, dtype=np.float32)
+        if self._batch is not None and blob.shape[0] != self._batch:
+            if self._batch != 1:
+                raise BackendError(
+                    f"{self.model_path}: the model takes batches of {self._batch}, got "
+                    f"{blob.shape[0]}"
+                )
+            parts = [self.infer(blob[i : i + 1]) for i in range(blob.shape[0])]
+            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        try:
+            result = self.request.infer({0: blob})
+        except Exception as e:
+            raise BackendError(
+                f"{self.model_path}: OpenVINO inference failed ({_first_line(e)})"
+            ) from e
+        # the request reuses its output buffers: copy before the next call overwrites them
+        box, cls = (np.array(result[o], dtype=np.float32, copy=True) for o in self._outputs)
+        return box, cls
+
+
+def _shape(partial_shape: object) -> tuple[int, ...]:
+    return tuple(d.get_length() if d.is_static else -1 for d in partial_shape)  # type: ignore[attr-defined]

@@ -1,0 +1,328 @@
+"""TFLite backend: ai-edge-litert, falling back to tflite-runtime (what many Pi OS images carry).
+
+Both interpreters apply the XNNPACK delegate by default; ``threads`` (default: all cores) goes
+to it. Outputs are looked up by their signature names (``box_dist``, ``cls_logits``): TFLite
+may reorder and rename output tensors, and a 64-class model has two outputs of the same
+shape. Integer inputs are quantized and integer outputs dequantized with the parameters the
+file itself declares, after checking them against the metadata.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..bundle import META_FILE, META_KEY, BundleError, BundleMeta
+from ..processing import dequantize, quantize
+from .base import Backend, BackendError
+
+SIGNATURE = "serving_default"
+OUTPUT_NAMES = ("box_dist", "cls_logits")
+
+
+def _interpreter_class() -> Any:
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        from tflite_runtime.interpreter import Interpreter
+    return Interpreter
+
+
+class TFLiteBackend(Backend):
+    name = "tflite"
+    requires = ("ai-edge-litert", "tflite-runtime")
+
+    def __init__(
+        self,
+        model_path: Path,
+        meta: BundleMeta,
+        *,
+        threads: int | None = None,
+        device: str | None = None,
+    ) -> None:
+        super().__init__(model_path, meta, threads=threads, device=device)
+        path = self.model_path
+        if device not in (None, "cpu"):
+            raise BackendError(
+                f"{path}: the tflite backend runs on the CPU (XNNPACK), not {device!r}"
+            )
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise BackendError(f"{path}: cannot read the TFLite model ({e.strerror})") from e
+        try:
+            # tflite-runtime does not verify the flatbuffer and crashes on a cut-off file.
+            check_flatbuffer(data)
+        except ValueError as e:
+            raise BackendError(
+                f"{path}: not a valid TFLite model, truncated or corrupt? ({e})"
+            ) from e
+        try:
+            interpreter_cls = _interpreter_class()
+        except ImportError as e:
+            raise BackendError(f"{path}: {self.missing_message()}") from e
+        try:
+            self.interpreter = interpreter_cls(model_path=str(path), num_threads=self.threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BackendError(
+                f"{path}: not a loadable TFLite model, truncated or corrupt? ({reason})"
+            ) from e
+        self.runtime = interpreter_cls.__module__.split(".")[0]
+        self._input, self._outputs = self._bind()
+        self.check_io(
+            tuple(self._input["shape"]), {k: tuple(d["shape"]) for k, d in self._outputs.items()}
+        )
+        self._check_quantization()
+
+    @classmethod
+    def read_metadata(cls, model_path: Path) -> BundleMeta:
+        """The bundle metadata embedded in a lone ``.tflite`` (read without any TFLite package,
+        so it works on tflite-runtime, which ships no schema)."""
+        path = Path(model_path)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise BundleError(f"{path}: cannot read the TFLite model ({e.strerror})") from e
+        try:
+            model = TFLiteFile(data)
+            model.check_buffers()
+            text = model.metadata(META_KEY)
+        except ValueError as e:
+            raise BundleError(
+                f"{path}: not a valid TFLite model, truncated or corrupt? ({e})"
+            ) from e
+        if text is None:
+            raise BundleError(
+                f"{path}: the model file has no '{META_KEY}' metadata; load the bundle directory "
+                f"(with its {META_FILE}) instead of the lone file"
+            )
+        try:
+            decoded = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BundleError(f"{path}: embedded '{META_KEY}' metadata is not UTF-8 text") from e
+        return BundleMeta.from_json(decoded, f"{path} (embedded metadata)")
+
+    @classmethod
+    def available(cls) -> bool:
+        return any(
+            importlib.util.find_spec(m) is not None for m in ("ai_edge_litert", "tflite_runtime")
+        )
+
+    # -- binding ------------------------------------------------------------------------------
+
+    def _bind(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """Input details and output details by name: from the signature when the file has one
+        (ours always do), else by tensor name, else by shape when that is unambiguous."""
+        interp = self.interpreter
+        signatures = interp.get_signature_list()
+        if SIGNATURE in signatures and set(OUTPUT_NAMES) <= set(signatures[SIGNATURE]["outputs"]):
+            runner = interp.get_signature_runner(SIGNATURE)
+            ins, outs = runner.get_input_details(), runner.get_output_details()
+            if len(ins) != 1:
+                raise BackendError(
+                    f"{self.model_path}: expected one input, the signature has {sorted(ins)}"
+                )
+            main = {d["index"] for d in interp.get_input_details()}
+            (inp,) = ins.values()
+            if inp["index"] not in main:  # signature on another subgraph: not what we export
+                raise BackendError(
+                    f"{self.model_path}: signature {SIGNATURE!r} is not the main graph"
+                )
+            return inp, {n: outs[n] for n in OUTPUT_NAMES}
+        inputs, outputs = interp.get_input_details(), interp.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 2:
+            raise BackendError(
+                f"{self.model_path}: expected 1 input and 2 outputs (box_dist, cls_logits), the "
+                f"model has {len(inputs)} and {len(outputs)}"
+            )
+        named = {n: d for n in OUTPUT_NAMES for d in outputs if n in d["name"]}
+        if len(named) == 2 and named["box_dist"] is not named["cls_logits"]:
+            return inputs[0], named
+        box_channels = 4 * self.meta.reg_max
+        if self.meta.num_classes == box_channels:
+            raise BackendError(
+                f"{self.model_path}: outputs carry no names and both have {box_channels} channels; "
+                "re-export with edge-yolo so the signature names them"
+            )
+        by_shape = {}
+        for d in outputs:
+            by_shape["box_dist" if box_channels in d["shape"][1:] else "cls_logits"] = d
+        if len(by_shape) != 2:
+            raise BackendError(
+                f"{self.model_path}: cannot tell box_dist from cls_logits by shape "
+                f"({[list(d['shape']) for d in outputs]})"
+            )
+        return inputs[0], by_shape
+
+    def _check_quantization(self) -> None:
+        """The metadata's quantization parameters must be the file's (the file wins at run time,
+        but a mismatch means the metadata describes another model)."""
+        specs = {s.name: s for s in (*self.meta.inputs, *self.meta.outputs)}
+        tensors = {
+            self.meta.inputs[0].name if self.meta.inputs else "images": self._input,
+            **self._outputs,
+        }
+        for name, d in tensors.items():
+            scale, zero_point = d["quantization"]
+            spec = specs.get(name)
+            integer = np.issubdtype(np.dtype(d["dtype"]), np.integer)
+            if integer and not scale:
+                raise BackendError(
+                    f"{self.model_path}: integer tensor {name!r} has no quantization scale"
+                )
+            if spec is None or not spec.quantized:
+                if integer:
+                    raise BackendError(
+                        f"{self.model_path}: tensor {name!r} is {np.dtype(d['dtype']).name} but "
+                        "the metadata gives no scale/zero point for it"
+                    )
+                continue
+            if (
+                not integer
+                or not np.isclose(spec.scale, scale, rtol=1e-6)
+                or spec.zero_point != zero_point
+            ):
+                raise BackendError(
+                    f"{self.model_path}: metadata quantizes {name!r} with scale {spec.scale}, "
+                    f"zero point {spec.zero_point}, the model file with "
+                    f"{np.dtype(d['dtype']).name} scale "
+                    f"{scale}, zero point {zero_point}"
+                )
+
+    # -- inference ----------------------------------------------------------------------------
+
+    def infer(self, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        interp = self.interpreter
+        inp = self._input
+        want = tuple(int(v) for v in inp["shape"][1:])
+        if blob.ndim != 4 or blob.shape[1:] != want:
+            raise BackendError(
+                f"{self.model_path}: input blob of shape {list(blob.shape)} does not fit the model "
+                f"input {list(inp['shape'])} ({self.meta.layout})"
+            )
+        dtype = np.dtype(inp["dtype"])
+        scale, zero_point = inp["quantization"]
+        boxes, scores = [], []
+        for x in blob:  # static batch 1: one invoke per image
+            x = x[None]
+            x = (
+                quantize(x, scale, zero_point, dtype)
+                if np.issubdtype(dtype, np.integer)
+                else x.astype(dtype, copy=False)
+            )
+            interp.set_tensor(inp["index"], x)
+            interp.invoke()
+            box, cls = (self._read(name) for name in OUTPUT_NAMES)
+            boxes.append(box)
+            scores.append(cls)
+        return np.concatenate(boxes), np.concatenate(scores)
+
+    def _read(self, name: str) -> np.ndarray:
+        d = self._outputs[name]
+        out = self.interpreter.get_tensor(d["index"])
+        if np.issubdtype(out.dtype, np.integer):
+            scale, zero_point = d["quantization"]
+            out = dequantize(out, scale, zero_point)
+        else:
+            out = out.astype(np.float32, copy=False)
+        channels = 4 * self.meta.reg_max if name == "box_dist" else self.meta.num_classes
+        if out.shape[1] != channels:  # stored anchors-major (B, A, C): bring to (B, C, A)
+            out = out.transpose(0, 2, 1)
+        return np.ascontiguousarray(out)
+
+
+class TFLiteFile:
+    """Bounds-checked reads of the few TFLite flatbuffer fields the runtime needs.
+
+    tflite-runtime neither verifies a model on load (a cut-off file crashes the process) nor
+    ships the schema, so the runtime reads the tensor buffers' extents and the model-metadata
+    entries itself, refusing any reference past the end of the file. Not a full flatbuffer
+    verifier (ai-edge-litert runs one on load). Errors are ``ValueError`` with the reason.
+    """
+
+    # Field numbers in the TFLite schema (tensorflow/compiler/mlir/lite/schema/schema.fbs).
+    MODEL_BUFFERS, MODEL_METADATA = 4, 6
+    BUFFER_DATA, BUFFER_OFFSET, BUFFER_SIZE = 0, 1, 2
+    METADATA_NAME, METADATA_BUFFER = 0, 1
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        if len(data) < 8 or data[4:8] != b"TFL3":
+            raise ValueError("no TFL3 file identifier: not a TFLite flatbuffer")
+        self.root = self._read("<I", 0)
+
+    def _read(self, fmt: str, pos: int) -> int:
+        size, n = struct.calcsize(fmt), len(self.data)
+        if pos < 0 or pos + size > n:
+            raise ValueError(f"reference to byte {pos} past the end of the {n}-byte file")
+        return struct.unpack_from(fmt, self.data, pos)[0]
+
+    def _field(self, table: int, index: int) -> int | None:
+        vtable = table - self._read("<i", table)
+        slot = 4 + 2 * index
+        if slot >= self._read("<H", vtable):
+            return None
+        offset = self._read("<H", vtable + slot)
+        return table + offset if offset else None
+
+    def _vector(self, pos: int | None) -> tuple[int, int]:
+        """``(first element position, length)`` of the vector a field points to."""
+        if pos is None:
+            return 0, 0
+        start = pos + self._read("<I", pos)
+        length = self._read("<I", start)
+        return start + 4, length
+
+    def _tables(self, pos: int | None) -> list[int]:
+        start, count = self._vector(pos)
+        return [start + 4 * i + self._read("<I", start + 4 * i) for i in range(count)]
+
+    def _bytes(self, begin: int, length: int, what: str) -> bytes:
+        if begin + length > len(self.data):
+            raise ValueError(
+                f"{what} ends at byte {begin + length} of a {len(self.data)}-byte file"
+            )
+        return self.data[begin : begin + length]
+
+    def buffer(self, index: int) -> bytes:
+        """Contents of buffer ``index``: inline data, or offset/size past the flatbuffer."""
+        buffers = self._tables(self._field(self.root, self.MODEL_BUFFERS))
+        if not 0 <= index < len(buffers):
+            raise ValueError(f"buffer {index} does not exist ({len(buffers)} buffers)")
+        return self._buffer(buffers[index], index)
+
+    def _buffer(self, table: int, index: int) -> bytes:
+        begin, length = self._vector(self._field(table, self.BUFFER_DATA))
+        if length:
+            return self._bytes(begin, length, f"buffer {index}")
+        offset_field = self._field(table, self.BUFFER_OFFSET)
+        size_field = self._field(table, self.BUFFER_SIZE)
+        if offset_field is None or size_field is None:
+            return b""
+        offset, size = self._read("<Q", offset_field), self._read("<Q", size_field)
+        return self._bytes(offset, size, f"buffer {index}") if size else b""
+
+    def check_buffers(self) -> None:
+        """Every tensor buffer lies inside the file (what a cut-off copy breaks first)."""
+        for i, table in enumerate(self._tables(self._field(self.root, self.MODEL_BUFFERS))):
+            self._buffer(table, i)
+
+    def metadata(self, name: str) -> bytes | None:
+        """The model-metadata entry ``name`` (None when absent)."""
+        for entry in self._tables(self._field(self.root, self.MODEL_METADATA)):
+            begin, length = self._vector(self._field(entry, self.METADATA_NAME))
+            if self._bytes(begin, length, "metadata name") == name.encode():
+                index_field = self._field(entry, self.METADATA_BUFFER)
+                return self.buffer(self._read("<I", index_field) if index_field else 0)
+        return None
+
+
+def check_flatbuffer(data: bytes) -> None:
+    """Refuse a file that is not TFLite or whose tensor data runs past its end (``ValueError``)."""
+    TFLiteFile(data).check_buffers()

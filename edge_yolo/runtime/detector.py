@@ -1,0 +1,333 @@
+"""The on-device ``Detector``: an artifact in, detections in original-image pixels out.
+
+``Detector(path)`` reads the bundle's metadata (``edge_yolo.json``, or the copy embedded in a
+lone model file), picks the backend it names, and runs the shared numpy pre/post-processing
+of :mod:`edge_yolo.runtime.processing` around it, so every backend gives the same answer for
+the same raw outputs. Nothing here imports torch: the torch backend is only loaded for ``.pt``
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import cv2
+import numpy as np
+
+from . import processing
+from .backends import SUFFIXES, Backend, BackendError, get_backend
+from .bundle import META_FILE, BundleError, BundleMeta
+from .processing import ImageError
+
+ImageInput = np.ndarray | str | os.PathLike
+
+
+class Detection(NamedTuple):
+    """One detection: box ``(x1, y1, x2, y2)`` in original-image pixels, score, class."""
+
+    xyxy: tuple[float, float, float, float]
+    score: float
+    class_id: int
+    name: str
+
+
+@dataclass
+class Detections:
+    """The detections of one image, best score first, in the image's own pixels."""
+
+    xyxy: np.ndarray  # float32 (N, 4)
+    scores: np.ndarray  # float32 (N,)
+    class_ids: np.ndarray  # int64 (N,)
+    class_names: list[str]  # the model's class-name table (index = class id)
+    image_shape: tuple[int, int]  # (h, w) of the original image
+    timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
+
+    @property
+    def names(self) -> list[str]:
+        """Class name of each detection."""
+        return [self.class_names[int(c)] for c in self.class_ids]
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def __iter__(self) -> Iterator[Detection]:
+        for box, score, cid in zip(self.xyxy, self.scores, self.class_ids):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            yield Detection((x1, y1, x2, y2), float(score), int(cid), self.class_names[int(cid)])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready form."""
+        return {
+            "image_shape": list(self.image_shape),
+            "detections": [
+                {
+                    "xyxy": [round(v, 2) for v in d.xyxy],
+                    "score": round(d.score, 4),
+                    "class_id": d.class_id,
+                    "name": d.name,
+                }
+                for d in self
+            ],
+            "timings_ms": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+    def draw(self, image: np.ndarray, *, thickness: int | None = None) -> np.ndarray:
+        """A copy of ``image`` (BGR) with the boxes and labels drawn on it."""
+        return draw_detections(image, self, thickness=thickness)
+
+    def __repr__(self) -> str:
+        counts: dict[str, int] = {}
+        for n in self.names:
+            counts[n] = counts.get(n, 0) + 1
+        summary = ", ".join(f"{c} {n}" for n, c in counts.items()) or "nothing"
+        return f"Detections({summary}; image {self.image_shape[1]}x{self.image_shape[0]})"
+
+
+def _color(class_id: int) -> tuple[int, int, int]:
+    # Golden-angle hue steps give neighbouring class ids clearly different colours.
+    hue = int(class_id * 137.508) % 180
+    bgr = cv2.cvtColor(np.uint8([[[hue, 200, 255]]]), cv2.COLOR_HSV2BGR)[0, 0]
+    return int(bgr[0]), int(bgr[1]), int(bgr[2])
+
+
+def draw_detections(
+    image: np.ndarray, detections: Detections, *, thickness: int | None = None
+) -> np.ndarray:
+    """A copy of ``image`` (BGR uint8) with labelled boxes; line width follows image size."""
+    out = processing.to_bgr(image).copy()
+    t = thickness or max(1, round(sum(out.shape[:2]) / 600))
+    font_scale = t / 3
+    for d in detections:
+        color = _color(d.class_id)
+        x1, y1, x2, y2 = (round(v) for v in d.xyxy)
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, t, cv2.LINE_AA)
+        label = f"{d.name} {d.score:.2f}"
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, max(t - 1, 1))
+        top = y1 - th - base if y1 - th - base >= 0 else y1  # keep the label inside the image
+        cv2.rectangle(out, (x1, top), (x1 + tw, top + th + base), color, -1)
+        cv2.putText(
+            out,
+            label,
+            (x1, top + th),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            font_scale,
+            (0, 0, 0),
+            max(t - 1, 1),
+            cv2.LINE_AA,
+        )
+    return out
+
+
+def resolve(path: str | os.PathLike) -> tuple[Path, BundleMeta, str]:
+    """Find the model file and metadata of an artifact: ``(model_file, meta, backend_name)``.
+
+    ``path`` is a bundle directory, its ``edge_yolo.json``, or a lone model file carrying
+    embedded metadata (``.onnx``, ``.xml``, ``.tflite``, ``.engine``/``.plan``, ``.pt``).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such bundle directory or model file")
+    if p.is_dir() or p.name == META_FILE:
+        bundle = p if p.is_dir() else p.parent
+        if not (bundle / META_FILE).is_file():
+            raise BundleError(
+                f"{bundle}: not an edge-yolo bundle (no {META_FILE} in the directory); pass a "
+                "bundle directory written by `edge-yolo export` or a model file"
+            )
+        meta = BundleMeta.read(bundle)
+        model_file = bundle / meta.model_file
+        if not model_file.is_file():
+            raise BundleError(
+                f"{bundle / META_FILE}: names model file {meta.model_file!r}, which is missing"
+            )
+        return model_file, meta, meta.backend
+    suffix = p.suffix.lower()
+    if suffix not in SUFFIXES:
+        known = ", ".join(sorted(SUFFIXES))
+        raise BundleError(
+            f"{p}: unknown model format {suffix or '(no suffix)'!r}; expected a bundle "
+            f"directory or one of {known}"
+        )
+    # A file inside a bundle directory uses the bundle's metadata file when it describes it.
+    sidecar = p.parent / META_FILE
+    if sidecar.is_file():
+        meta = BundleMeta.read(sidecar)
+        if meta.model_file == p.name:
+            return p, meta, meta.backend
+    file_backend = get_backend(SUFFIXES[suffix])
+    if not file_backend.available():
+        raise BackendError(f"{p}: cannot read this file: {file_backend.missing_message()}")
+    meta = file_backend.read_metadata(p)
+    # The metadata, not the suffix, names the backend: a Jetson Q/DQ ONNX file is for TensorRT.
+    return p, meta, meta.backend
+
+
+class Detector:
+    """Run an exported edge-yolo artifact on images.
+
+    >>> det = Detector("runs/export/gelan-t-rpi-int8")  # doctest: +SKIP
+    >>> for d in det("street.jpg"): print(d.name, d.score, d.xyxy)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        device: str | None = None,
+        threads: int | None = None,
+        conf: float = 0.25,
+        iou: float = 0.45,
+        max_det: int = 300,
+        backend: str | None = None,
+    ) -> None:
+        model_file, meta, name = resolve(path)
+        name = backend or name
+        cls = get_backend(name)
+        if not cls.available():
+            hint = "" if backend else " (pass backend=... to run it on another runtime)"
+            raise BackendError(f"{path}: {cls.missing_message()}{hint}")
+        self._setup(cls(model_file, meta, threads=threads, device=device), conf, iou, max_det)
+        self.path = Path(path)
+
+    @classmethod
+    def from_backend(
+        cls, backend: Backend, conf: float = 0.25, iou: float = 0.45, max_det: int = 300
+    ) -> Detector:
+        """A detector around an already built backend (e.g. a torch model in memory)."""
+        self = cls.__new__(cls)
+        self._setup(backend, conf, iou, max_det)
+        self.path = backend.model_path
+        return self
+
+    @classmethod
+    def from_model(
+        cls,
+        model: Any,
+        *,
+        imgsz: int | tuple[int, int] = 640,
+        names: Sequence[str] | None = None,
+        threads: int | None = None,
+        device: str | None = None,
+        conf: float = 0.25,
+        iou: float = 0.45,
+        max_det: int = 300,
+    ) -> Detector:
+        """A detector on a torch model object (the parity reference for exported artifacts)."""
+        from .backends.torch import TorchBackend
+
+        backend = TorchBackend.from_model(
+            model, imgsz=imgsz, names=names, threads=threads, device=device
+        )
+        return cls.from_backend(backend, conf, iou, max_det)
+
+    def _setup(self, backend: Backend, conf: float, iou: float, max_det: int) -> None:
+        if not 0.0 <= conf < 1.0:
+            raise ValueError(f"conf must be in [0, 1), got {conf}")
+        if not 0.0 < iou <= 1.0:
+            raise ValueError(f"iou must be in (0, 1], got {iou}")
+        if max_det < 1:
+            raise ValueError(f"max_det must be >= 1, got {max_det}")
+        self.backend = backend
+        self.meta = backend.meta
+        self.conf, self.iou, self.max_det = conf, iou, max_det
+
+    @property
+    def names(self) -> list[str]:
+        """The class-name table."""
+        return list(self.meta.names)
+
+    @property
+    def imgsz(self) -> tuple[int, int]:
+        """Network input ``(height, width)``."""
+        h, w = self.meta.imgsz
+        return int(h), int(w)
+
+    def __repr__(self) -> str:
+        m = self.meta
+        return (
+            f"Detector({m.model} {m.target}/{m.precision} on {self.backend.name}, "
+            f"{m.imgsz[0]}x{m.imgsz[1]}, {m.num_classes} classes, threads={self.backend.threads})"
+        )
+
+    def __call__(self, image: ImageInput) -> Detections:
+        """Detect objects in one image (BGR uint8 array or a path to an image file)."""
+        return self.batch([image])[0]
+
+    def batch(self, images: Sequence[ImageInput]) -> list[Detections]:
+        """Detect objects in several images, one inference call per ``backend.max_batch``."""
+        if isinstance(images, (np.ndarray, str, os.PathLike)):
+            raise ImageError("batch() takes a sequence of images; call the detector for one image")
+        images = list(images)
+        step = max(1, int(self.backend.max_batch))
+        results: list[Detections] = []
+        for start in range(0, len(images), step):
+            results.extend(self._run_chunk(images[start : start + step], start))
+        return results
+
+    def warmup(self, runs: int = 1) -> None:
+        """Run blank frames so first-call allocations and graph compilation are not timed."""
+        blank = np.full((*self.imgsz, 3), processing.PAD_VALUE, np.uint8)
+        for _ in range(runs):
+            self(blank)
+
+    def _load(self, image: ImageInput, index: int) -> np.ndarray:
+        if isinstance(image, (str, os.PathLike)):
+            return processing.read_image(os.fspath(image))
+        try:
+            return processing.to_bgr(image)
+        except ImageError as e:
+            raise ImageError(f"image {index}: {e}") from None
+
+    def _run_chunk(self, images: list[ImageInput], offset: int) -> list[Detections]:
+        meta = self.meta
+        norm = meta.normalization
+        t0 = time.perf_counter()
+        boxed, infos = [], []
+        for i, image in enumerate(images):
+            img, info = processing.letterbox(
+                self._load(image, offset + i),
+                self.imgsz,
+                color=int(norm.get("pad_value", processing.PAD_VALUE)),
+            )
+            boxed.append(img)
+            infos.append(info)
+        blob = processing.to_blob(
+            boxed,
+            layout=meta.layout,
+            color=meta.color,
+            scale=float(norm.get("scale", 1 / 255.0)),
+            mean=norm.get("mean", (0.0, 0.0, 0.0)),
+        )
+        t1 = time.perf_counter()
+        box_dist, cls_logits = self.backend.infer(blob)
+        t2 = time.perf_counter()
+        n = len(images)
+        if box_dist.shape[0] != n or cls_logits.shape[0] != n:
+            raise BackendError(
+                f"{self.backend.model_path}: {self.backend.name} returned a batch of "
+                f"{box_dist.shape[0]} for {n} images"
+            )
+        out = []
+        for i, info in enumerate(infos):
+            ts = time.perf_counter()
+            xyxy, scores, class_ids = processing.postprocess(
+                box_dist[i],
+                cls_logits[i],
+                info,
+                strides=tuple(meta.strides),
+                reg_max=meta.reg_max,
+                conf=self.conf,
+                iou=self.iou,
+                max_det=self.max_det,
+            )
+            timings = {
+                "pre": (t1 - t0) * 1e3 / n,
+                "infer": (t2 - t1) * 1e3 / n,  # a batch's inference time, shared evenly
+                "post": (time.perf_counter() - ts) * 1e3,
+            }
+            out.append(Detections(xyxy, scores, class_ids, self.names, info.orig_shape, timings))
+        return out

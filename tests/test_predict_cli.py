@@ -1,0 +1,244 @@
+"""`edge-yolo predict` on an image, a folder and a video file, and the examples/ scripts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import runtime_models as rm
+
+from edge_yolo import Detector
+from edge_yolo.cli import main
+
+REPO = rm.REPO
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return rm.exported_bundle(rm.cache_root(tmp_path_factory), "onnx", "fp32")
+
+
+def _lines(capsys) -> list[str]:
+    return capsys.readouterr().out.strip().splitlines()
+
+
+def test_predict_one_image(bundle, raccoon_images, capsys, tmp_path):
+    photo = raccoon_images[-1]  # two raccoons
+    assert main(["predict", str(bundle), str(photo), "--threads", "1", "--conf", "0.3"]) == 0
+    lines = _lines(capsys)
+    assert lines[0].startswith("Detector(gelan-t onnx/fp32 on onnxruntime")
+    assert lines[1].startswith(f"{photo}: 2 raccoon (pre ")
+    assert "infer" in lines[1] and "post" in lines[1]
+    assert not (tmp_path / photo.name).exists()  # nothing written without --out
+
+
+def test_predict_folder_writes_annotated_images_and_json(bundle, raccoon_images, capsys, tmp_path):
+    out = tmp_path / "out"
+    rc = main(
+        ["predict", str(bundle), str(raccoon_images[0].parent), "--out", str(out), "--threads", "1"]
+    )
+    assert rc == 0
+    lines = _lines(capsys)[1:]
+    assert [ln.split(":")[0] for ln in lines] == [str(p) for p in raccoon_images]
+    records = json.loads((out / "predictions.json").read_text())
+    det = Detector(bundle, threads=1)
+    for photo in raccoon_images:
+        drawn = cv2.imread(str(out / photo.name))
+        original = cv2.imread(str(photo))
+        assert drawn.shape == original.shape
+        assert np.abs(drawn.astype(int) - original).max() > 100  # boxes were drawn
+        want = det(photo)
+        got = records[photo.name]["detections"]
+        assert len(got) == len(want) > 0
+        np.testing.assert_allclose([d["xyxy"] for d in got], want.xyxy, atol=0.02)
+
+
+def test_predict_video(bundle, raccoon_images, capsys, tmp_path):
+    frame = cv2.resize(cv2.imread(str(raccoon_images[0])), (320, 208))
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 208))
+    assert writer.isOpened()
+    for i in range(5):
+        writer.write(np.roll(frame, 8 * i, axis=1))  # the raccoon moves right
+    writer.release()
+    out = tmp_path / "out"
+    assert main(["predict", str(bundle), str(video), "--out", str(out), "--threads", "1"]) == 0
+    lines = _lines(capsys)
+    assert [ln.split(":")[0] for ln in lines[1:6]] == [f"clip.avi frame {i}" for i in range(1, 6)]
+    assert all("1 raccoon" in ln for ln in lines[1:6])
+    assert lines[-1].startswith("clip.avi: 5 frames in")
+    cap = cv2.VideoCapture(str(out / "clip.mp4"))
+    assert cap.isOpened()
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == 5 and int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) == 320
+    records = json.loads((out / "predictions.json").read_text())
+    xs = [records[str(i)]["detections"][0]["xyxy"][0] for i in range(1, 6)]
+    assert xs[-1] > xs[0]  # the box follows the raccoon
+
+
+def test_predict_errors(bundle, raccoon_images, capsys, tmp_path):
+    assert main(["predict", str(bundle), str(tmp_path / "nope.jpg")]) == 2
+    assert "nope.jpg: no such image, folder or video" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "no-bundle"), str(raccoon_images[0])]) == 2
+    assert "no-bundle: no such bundle directory or model file" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["predict", str(bundle), str(empty)]) == 2
+    assert "no images" in capsys.readouterr().err
+    # A folder with one broken image: the others are processed, the exit code says it failed.
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    shutil.copy(raccoon_images[0], mixed / "a.jpg")
+    (mixed / "b.jpg").write_bytes(b"not a jpeg")
+    assert main(["predict", str(bundle), str(mixed), "--threads", "1"]) == 1
+    captured = capsys.readouterr()
+    assert "b.jpg: skipped" in captured.err and "not a readable image" in captured.err
+    assert "a.jpg: 1 raccoon" in captured.out
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 100)
+    assert main(["predict", str(bundle), str(broken)]) == 2
+
+
+# ---------------------------------------------------------------- examples/
+
+
+@pytest.mark.parametrize("script", ["camera", "video_file", "image_folder", "benchmark_device"])
+def test_examples_have_help(script):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "examples" / f"{script}.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--bundle" in proc.stdout
+
+
+def test_image_folder_example_on_the_fixtures(bundle, raccoon_images, tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "image_folder.py"),
+            "--bundle",
+            str(bundle),
+            "--source",
+            str(raccoon_images[0].parent),
+            "--out",
+            str(tmp_path),
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "detections.json").read_text())
+    assert sorted(summary) == sorted(p.name for p in raccoon_images)
+    assert all(len(v["detections"]) >= 1 for v in summary.values())
+    assert all((tmp_path / p.name).is_file() for p in raccoon_images)
+
+
+def test_benchmark_example_reports_each_stage(bundle):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "benchmark_device.py"),
+            "--bundle",
+            str(bundle),
+            "--runs",
+            "3",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert set(result["ms"]) == {"pre", "infer", "post", "total"}
+    assert result["ms"]["infer"]["median"] > 0
+    assert result["ms"]["total"]["median"] >= result["ms"]["infer"]["median"]
+
+
+def test_video_examples_headless(bundle, raccoon_images, tmp_path):
+    frame = cv2.resize(cv2.imread(str(raccoon_images[0])), (256, 160))
+    video = tmp_path / "in.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (256, 160))
+    for _ in range(3):
+        writer.write(frame)
+    writer.release()
+    out = tmp_path / "out.mp4"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "video_file.py"),
+            "--bundle",
+            str(bundle),
+            "--source",
+            str(video),
+            "--out",
+            str(out),
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("3 frames")
+    # camera.py takes any OpenCV source: the same file stands in for a camera here.
+    rec = tmp_path / "cam.mp4"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "camera.py"),
+            "--bundle",
+            str(bundle),
+            "--source",
+            str(video),
+            "--headless",
+            "--out",
+            str(rec),
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "3 frames" in proc.stdout
+    cap = cv2.VideoCapture(str(rec))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+
+
+# ---------------------------------------------------------------- edge-yolo verify
+
+
+def test_verify_passes_on_an_intact_bundle_and_fails_on_wrong_references(bundle, capsys, tmp_path):
+    assert main(["verify", str(bundle), "--threads", "1"]) == 0
+    assert capsys.readouterr().out.startswith(f"PASS {bundle}: 2 reference inputs")
+    copy = shutil.copytree(bundle, tmp_path / bundle.name)
+    with np.load(copy / "reference.npz") as ref:
+        refs = dict(ref)
+    refs["cls_logits"] = refs["cls_logits"] + 1.0  # what a miscompiled runtime would give
+    np.savez(copy / "reference.npz", **refs)
+    assert main(["verify", str(copy), "--threads", "1"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("FAIL") and "score max |diff|" in out
+    (copy / "reference.npz").write_bytes(b"junk")
+    assert main(["verify", str(copy)]) == 2
+    assert "reference.npz: unreadable reference file" in capsys.readouterr().err
