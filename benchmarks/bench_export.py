@@ -1,0 +1,201 @@
+"""Side-by-side latency of every exported artifact of one checkpoint, run by hand.
+
+For each input size: export the checkpoint to every target/precision (timing each export and
+measuring the bundle size), then run the same photo through ``Detector`` on each bundle and on
+the torch checkpoint (eager), with the same thread count, and print one table: end-to-end
+median / p90 and the median pre / infer / post split. Also prints the OpenVINO INT8/FP32
+latency ratio and checks the targets of edge-yolo issue 4.
+
+    python benchmarks/bench_export.py                      # gelan-t, 320 and 640, 2 threads
+    python benchmarks/bench_export.py --weights best.pt --imgsz 640 --runs 100
+
+Without ``--weights`` it builds an untrained gelan-t (80 classes) whose BatchNorm statistics
+are estimated on the fixture photos, so activations (and int8 ranges) are realistic in scale;
+latency does not depend on the weights' values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+PHOTOS = REPO / "tests" / "fixtures" / "raccoon" / "images"
+VARIANTS = [
+    ("intel", "fp32"), ("intel", "int8"),
+    ("rpi", "fp32"), ("rpi", "fp16"), ("rpi", "int8"),
+    ("onnx", "fp32"), ("jetson", "int8"),
+]
+INT8_TARGET_MS = {640: 48.0, 320: 17.0}  # OpenVINO INT8 end-to-end on this machine
+
+
+def make_checkpoint(path: Path, model: str = "gelan-t", num_classes: int = 80) -> Path:
+    """An untrained model with BN statistics from real photos (see the module docstring)."""
+    import cv2
+    import torch
+
+    from edge_yolo.models import create_model, save_checkpoint
+    from edge_yolo.runtime.processing import preprocess
+
+    torch.manual_seed(0)
+    net = create_model(model, num_classes=num_classes)
+    x = torch.from_numpy(np.concatenate(
+        [preprocess(cv2.imread(str(p)), 320)[0] for p in sorted(PHOTOS.glob("*.jpg"))]
+    ))
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    net.train()
+    with torch.no_grad():
+        net(x)
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.add_(0.03 * m.running_var.mean())
+        for branch in net.head.cls:  # a handful of detections per image, like a trained model
+            branch[-1].bias.fill_(-4.0)
+    net.eval()
+    return save_checkpoint(path, net, names=[f"class{i}" for i in range(num_classes)], imgsz=640)
+
+
+def bundle_size(path: Path) -> int:
+    """Bytes of the model file(s) (not the references or the README)."""
+    skip = {"reference.npz", "README.md", "edge_yolo.json"}
+    return sum(p.stat().st_size for p in path.iterdir() if p.name not in skip)
+
+
+def measure(detector, image: np.ndarray, runs: int, warmup: int) -> dict[str, float]:
+    for _ in range(warmup):
+        detector(image)
+    total, pre, infer, post = [], [], [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        det = detector(image)
+        total.append((time.perf_counter() - t0) * 1e3)
+        pre.append(det.timings.get("pre", float("nan")))
+        infer.append(det.timings.get("infer", float("nan")))
+        post.append(det.timings.get("post", float("nan")))
+    q = np.percentile(total, [50, 90])
+    return {"median": float(q[0]), "p90": float(q[1]), "pre": statistics.median(pre),
+            "infer": statistics.median(infer), "post": statistics.median(post)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--weights", type=Path, default=None)
+    parser.add_argument("--imgsz", type=int, nargs="+", default=[320, 640])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--calib", default=str(PHOTOS), help="calibration images for int8")
+    parser.add_argument("--calib-size", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=None, help="keep the bundles here")
+    parser.add_argument("--only", nargs="*", default=None, help="target:precision subset")
+    parser.add_argument("--frame", default="1280x720",
+                        help="WxH the test photo is resized to first (a camera frame); "
+                             "'native' keeps the photo's 650x417")
+    parser.add_argument("--reuse", action="store_true",
+                        help="measure bundles already in --out instead of exporting again")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="bench_export.") as tmp:
+        return run(args, Path(tmp))
+
+
+def run(args: argparse.Namespace, work: Path) -> int:
+    """Export (or reuse) every variant, measure, print the table; 1 when a target is missed."""
+    import cv2
+
+    from edge_yolo.export import TargetError, export
+    from edge_yolo.models import load_model
+    from edge_yolo.runtime.detector import Detector
+
+    out = args.out or work / "bundles"
+    weights = args.weights or make_checkpoint(work / "gelan-t.pt")
+    image = cv2.imread(str(sorted(PHOTOS.glob("*.jpg"))[0]))
+    if args.frame != "native":
+        w, h = (int(v) for v in args.frame.lower().split("x"))
+        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+    variants = [v for v in VARIANTS if not args.only or f"{v[0]}:{v[1]}" in args.only]
+    load = os.getloadavg()
+    print(f"# bench_export: {weights.name}, frame {image.shape[1]}x{image.shape[0]}, "
+          f"threads={args.threads}, runs={args.runs}, "
+          f"cpus={os.cpu_count()}, load average at start {load[0]:.1f} / {load[1]:.1f}")
+
+    rows = []
+    for imgsz in args.imgsz:
+        model, ckpt = load_model(weights)
+        torch_det = Detector.from_model(model, imgsz=imgsz, names=ckpt["names"],
+                                        threads=args.threads)
+        rows.append((imgsz, "torch eager", "fp32", None, None,
+                     measure(torch_det, image, args.runs, args.warmup)))
+        for target, precision in variants:
+            t0 = time.perf_counter()
+            reused = out / str(imgsz) / f"{model.name}-{target}-{precision}"
+            try:
+                if args.reuse and reused.is_dir():
+                    bundle = reused
+                else:
+                    bundle = export(weights, target, precision=precision, imgsz=imgsz,
+                                    calib=args.calib, calib_size=args.calib_size,
+                                    out=out / str(imgsz), threads=args.threads)
+            except (TargetError, ImportError) as e:
+                print(f"skip {target}/{precision} @ {imgsz}: {e}", file=sys.stderr)
+                continue
+            seconds = None if bundle == reused and args.reuse else time.perf_counter() - t0
+            backend = "onnxruntime" if target == "jetson" else None  # Q/DQ ONNX off the Jetson
+            det = Detector(bundle, threads=args.threads, backend=backend)
+            name = f"{target} ({det.backend.name})"
+            rows.append((imgsz, name, precision, seconds, bundle_size(bundle),
+                         measure(det, image, args.runs, args.warmup)))
+
+    header = (f"{'imgsz':>5} {'artifact':<24} {'prec':<5} {'median':>8} {'p90':>8} {'pre':>7} "
+              f"{'infer':>8} {'post':>7} {'(pre+post)/infer':>17} {'export s':>9} {'size MB':>8}")
+    print(header)
+    print("-" * len(header))
+    for imgsz, name, precision, seconds, size, m in rows:
+        share = (m["pre"] + m["post"]) / m["infer"]
+        print(f"{imgsz:>5} {name:<24} {precision:<5} {m['median']:>8.2f} {m['p90']:>8.2f} "
+              f"{m['pre']:>7.2f} {m['infer']:>8.2f} {m['post']:>7.2f} {share:>17.1%} "
+              f"{'' if seconds is None else f'{seconds:.1f}':>9} "
+              f"{'' if size is None else f'{size / 1e6:.2f}':>8}")
+
+    print()
+    ok = True
+    for imgsz in args.imgsz:
+        by = {(n, p): m for s, n, p, _, _, m in rows if s == imgsz}
+        ov32, ov8 = by.get(("intel (openvino)", "fp32")), by.get(("intel (openvino)", "int8"))
+        if ov32 and ov8:
+            print(f"{imgsz}: OpenVINO INT8 / FP32 end-to-end = {ov8['median'] / ov32['median']:.2f}"
+                  f" (infer only {ov8['infer'] / ov32['infer']:.2f})")
+            limit = INT8_TARGET_MS.get(imgsz)
+            if limit is not None:
+                met = ov8["median"] <= limit
+                ok &= met
+                print(f"{imgsz}: OpenVINO INT8 end-to-end {ov8['median']:.1f} ms "
+                      f"(target <= {limit:.0f} ms): {'met' if met else 'MISSED'}")
+        if imgsz == 640:
+            for (n, p), m in by.items():
+                if p == "int8":
+                    share = (m["pre"] + m["post"]) / m["infer"]
+                    met = share < 0.10
+                    ok &= met
+                    print(f"640: {n} int8 pre+post = {share:.1%} of inference (target < 10%): "
+                          f"{'met' if met else 'MISSED'}")
+    load = os.getloadavg()
+    print(f"load average at end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,397 @@
+"""``rpi`` target: TFLite (LiteRT) FP32, FP16 weights and full-integer INT8, without TensorFlow.
+
+The fused export form is converted by litert-torch (PyTorch -> StableHLO -> TFLite) behind a thin
+wrapper that gives the file an NHWC input named ``images`` (what XNNPACK and every TFLite
+delegate run natively; the wrapper's permute cancels against the converter's own NCHW->NHWC
+rewrite, so the graph gains no transpose) and a signature whose outputs are named
+``box_dist`` and ``cls_logits``. Precisions:
+
+* ``fp32``: the converter's output as is.
+* ``fp16``: ai-edge-quantizer float casting of the conv weights to float16 (each followed by a
+  DEQUANTIZE op); activations and arithmetic stay float32 ("fp16-weights").
+* ``int8``: ai-edge-quantizer static quantization, int8 weights (per channel) and int8
+  activations (per tensor), calibrated on real images letterboxed exactly as the runtime does.
+  Input and both outputs are int8 too ("full-integer"). The input range is pinned to [0, 1]
+  instead of the calibrated one, so its scale is exactly 1/255 with zero point -128: a
+  letterboxed 8-bit pixel ``p`` enters the model as ``p - 128`` without rounding or clipping.
+
+The bundle metadata is embedded in the ``.tflite`` under the model-metadata key ``edge_yolo``,
+so a lone file still loads (:func:`edge_yolo.runtime.bundle.read_embedded`).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..runtime.bundle import META_KEY, BundleMeta, TensorSpec
+from ..runtime.processing import preprocess
+from .base import INPUT_NAME, Artifact, Exporter, ExportError, ExportJob, options_dict
+from .targets import TargetError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+LOGGER = logging.getLogger(__name__)
+
+SIGNATURE = "serving_default"
+OUTPUT_NAMES = ("box_dist", "cls_logits")
+QUANTIZATION = {"fp32": "none", "fp16": "fp16-weights", "int8": "full-integer"}
+_ALIGN = 16  # TFLite aligns tensor buffers to 16 bytes; keep that when rewriting a file
+#: How activation ranges are aggregated over the calibration images: the extremes seen on any
+#: image (TFLite's classic calibrator), or ai-edge-quantizer's default moving average, which
+#: clips the images with the widest ranges (on a fitted gelan-t it flipped a 0.99 score).
+CALIB_RANGES = {"minmax": "min_max_update", "moving-average": "moving_average_update"}
+
+
+@dataclass
+class TFLiteOptions:
+    """Options of the ``rpi`` target."""
+
+    #: pin the int8 input range to [0, 1] (scale 1/255, zero point -128: pixels enter exactly);
+    #: False keeps the calibrated range, which clips the brightest pixels of unseen images.
+    exact_input_range: bool = True
+    #: activation-range aggregation over the calibration set: "minmax" or "moving-average"
+    calib_ranges: str = "minmax"
+    #: threads of the calibration interpreter (None: all cores)
+    calib_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.calib_ranges not in CALIB_RANGES:
+            raise TargetError(
+                f"calib_ranges must be one of {', '.join(CALIB_RANGES)}, got {self.calib_ranges!r}"
+            )
+
+
+def tflite_form(model: nn.Module) -> nn.Module:
+    """The module litert-torch converts: NHWC ``images`` in, outputs named by a dict."""
+    from torch import nn
+
+    class NHWCExportModel(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, images: Any) -> dict[str, Any]:
+            box_dist, cls_logits = self.inner(images.permute(0, 3, 1, 2))
+            # A dict return names the signature outputs; TFLite may reorder output tensors,
+            # and nc can equal 64, so the runtime maps them by these names, not by shape.
+            return {"box_dist": box_dist, "cls_logits": cls_logits}
+
+    return NHWCExportModel(model).eval()
+
+
+def convert_float(model: nn.Module, imgsz: int) -> bytes:
+    """Fused ``ExportModel`` (NCHW) -> float32 TFLite flatbuffer with an NHWC ``images`` input."""
+    import litert_torch
+    import torch
+
+    sample = torch.zeros(1, imgsz, imgsz, 3)
+    with torch.inference_mode():
+        edge_model = litert_torch.convert(tflite_form(model), sample_kwargs={INPUT_NAME: sample})
+    return bytes(edge_model.model_content())
+
+
+def quantize_fp16_weights(float_model: bytes) -> bytes:
+    """Cast conv weights to float16 (weights-only; compute stays float32)."""
+    from ai_edge_quantizer import quantizer
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    qt = quantizer.Quantizer(bytearray(float_model))
+    qt.add_weight_only_config(".*", "*", 16, algorithm_key=AlgorithmName.FLOAT_CASTING)
+    return bytes(qt.quantize(enable_progress_report=False).quantized_model)
+
+
+class CalibrationFeed:
+    """Re-iterable calibration inputs for one signature (the quantizer walks them twice)."""
+
+    def __init__(self, images: list[np.ndarray], imgsz: int) -> None:
+        self.images = images
+        self.imgsz = imgsz
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        # One letterboxed blob at a time: 300 images at 640 px would be 1.5 GB as float32.
+        for image in self.images:
+            yield {INPUT_NAME: preprocess(image, self.imgsz, layout="NHWC")[0]}
+
+
+def quantize_full_integer(
+    float_model: bytes,
+    calibration: Iterable[dict[str, np.ndarray]],
+    *,
+    ranges: str = "minmax",
+    exact_input_range: bool = True,
+    threads: int | None = None,
+) -> bytes:
+    """Static int8 quantization: int8 weights, activations, input and outputs."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import calibrator, quantizer, recipe, recipe_manager
+    from ai_edge_quantizer.utils import qsv_utils
+
+    from ..runtime.backends import default_threads
+
+    if ranges not in CALIB_RANGES:
+        raise ExportError(
+            f"calibration ranges must be one of {', '.join(CALIB_RANGES)}, got {ranges!r}"
+        )
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(recipe.static_wi8_ai8())
+    calib = calibrator.Calibrator(
+        bytes(float_model),
+        num_threads=threads or default_threads(),
+        qsv_update_func=getattr(qsv_utils, CALIB_RANGES[ranges]),
+    )
+    calib.calibrate({SIGNATURE: calibration}, manager)
+    result = calib.get_model_qsvs()
+    if exact_input_range:
+        name = Interpreter(model_content=float_model).get_input_details()[0]["name"]
+        if name not in result:
+            raise ExportError(f"calibration recorded no range for the input tensor {name!r}")
+        ref = result[name]["min"]
+        result[name] = {"min": np.zeros_like(ref), "max": np.ones_like(ref)}
+    dead = sorted(k for k, v in result.items() if np.all(v["min"] == 0) and np.all(v["max"] == 0))
+    if dead:
+        # A constant-zero activation gets a zero scale, and the int32 bias after it overflows.
+        LOGGER.warning(
+            "%d activation tensors were constant 0 on the calibration set, e.g. %s",
+            len(dead),
+            dead[0],
+        )
+    qt = quantizer.Quantizer(bytearray(float_model))
+    qt.load_quantization_recipe(manager.get_quantization_recipe())
+    with np.errstate(invalid="ignore", over="ignore"):
+        quantized = qt.quantize(result, enable_progress_report=False).quantized_model
+    return bytes(quantized)
+
+
+# ----------------------------------------------------------------------------- flatbuffer I/O
+
+
+def embed_metadata(model: bytes, text: str, key: str = META_KEY) -> bytes:
+    """Return ``model`` with ``text`` stored as the model-metadata entry ``key`` (replacing one).
+
+    Tensor data is written after the flatbuffer at 16-byte aligned offsets (the layout
+    ai-edge-quantizer writes; read by TFLite >= 2.14); metadata buffers stay inline, where
+    older runtimes look for them.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    obj = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
+    payload = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    entries = [m for m in (obj.metadata or []) if _name(m.name) != key]
+    buffer = schema.BufferT()
+    buffer.data = payload
+    obj.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = key
+    entry.buffer = len(obj.buffers) - 1
+    obj.metadata = [*entries, entry]
+    keep_inline = {m.buffer for m in obj.metadata}
+    tail: dict[int, np.ndarray] = {}
+    for i, buf in enumerate(obj.buffers):
+        if buf.data is not None and len(buf.data) and i not in keep_inline:
+            tail[i] = np.frombuffer(buf.data, dtype=np.uint8)
+            # Placeholders so the offset/size fields are packed and can be patched in place.
+            buf.data, buf.offset, buf.size = None, 1, 1
+        elif buf.data is not None and not isinstance(buf.data, np.ndarray):
+            buf.data = np.frombuffer(bytes(buf.data), dtype=np.uint8)
+    head = bytearray(flatbuffer_utils.convert_object_to_bytearray(obj))
+    packed = schema.Model.GetRootAs(head, 0)
+    out = bytearray(head)
+    for i, data in tail.items():
+        out.extend(b"\0" * (-len(out) % _ALIGN))
+        flatbuffer_utils.update_packed_buffer(packed.Buffers(i), offset=len(out), size=data.size)
+        out.extend(data.tobytes())
+    # update_packed_buffer wrote into ``head``; copy the patched table back over the prefix.
+    out[: len(head)] = head
+    return bytes(out)
+
+
+def _name(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
+
+
+def io_specs(model: bytes, dtype_meaning: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Input/output :class:`TensorSpec`s read from the file itself (signature names, real shapes,
+    dtypes and quantization parameters), so the metadata cannot drift from the model."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=model)
+    runner = interp.get_signature_runner(SIGNATURE)
+    ins, outs = runner.get_input_details(), runner.get_output_details()
+    if set(ins) != {INPUT_NAME} or set(outs) != set(OUTPUT_NAMES):
+        raise ExportError(
+            f"converted model has signature inputs {sorted(ins)} and outputs {sorted(outs)}; "
+            f"expected [{INPUT_NAME!r}] and {list(OUTPUT_NAMES)}"
+        )
+    meanings = {
+        INPUT_NAME: f"letterboxed RGB in [0, 1], NHWC{dtype_meaning}",
+        "box_dist": "DFL logits, 16 bins x LTRB per anchor (P3, P4, P5 row-major)",
+        "cls_logits": "class logits (sigmoid -> scores) per anchor",
+    }
+
+    def spec(name: str, d: dict[str, Any]) -> TensorSpec:
+        dtype = np.dtype(d["dtype"]).name
+        scale, zero_point = d["quantization"]
+        quantized = np.issubdtype(np.dtype(d["dtype"]), np.integer) and scale > 0
+        return TensorSpec(
+            name=name,
+            shape=[int(v) for v in d["shape"]],
+            dtype=dtype,
+            meaning=meanings[name],
+            scale=float(scale) if quantized else None,
+            zero_point=int(zero_point) if quantized else None,
+        )
+
+    return [spec(INPUT_NAME, ins[INPUT_NAME])], [spec(n, outs[n]) for n in OUTPUT_NAMES]
+
+
+def op_counts(model: bytes) -> dict[str, int]:
+    """Builtin operator histogram of a TFLite model (what the device will run)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=model)
+    ops = collections.Counter(op["op_name"] for op in interp._get_ops_details())
+    return dict(ops.most_common())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib_metadata.version(dist)
+    except importlib_metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# ------------------------------------------------------------------------------- the exporter
+
+
+class TFLiteExporter(Exporter):
+    """FP32 / FP16-weights / full-integer INT8 ``.tflite`` for Raspberry Pi (XNNPACK)."""
+
+    target = "rpi"
+    options_type = TFLiteOptions
+
+    def build(self, job: ExportJob, staging: Path) -> Artifact:
+        opts: TFLiteOptions = job.target_options or TFLiteOptions()
+        t0 = time.perf_counter()
+        try:
+            model = convert_float(job.model, job.imgsz)
+        except Exception as e:  # the converter raises many types; say which step failed
+            raise ExportError(f"litert-torch could not convert {job.model_name}: {e}") from e
+        timings = {"convert_s": round(time.perf_counter() - t0, 2)}
+        io_note = ""
+        if job.precision == "fp16":
+            t1 = time.perf_counter()
+            model = quantize_fp16_weights(model)
+            timings["quantize_s"] = round(time.perf_counter() - t1, 2)
+        elif job.precision == "int8":
+            images = job.calibration_images()  # records the calibration provenance
+            t1 = time.perf_counter()
+            model = quantize_full_integer(
+                model,
+                CalibrationFeed(images, job.imgsz),
+                ranges=opts.calib_ranges,
+                exact_input_range=opts.exact_input_range,
+                threads=opts.calib_threads,
+            )
+            timings["quantize_s"] = round(time.perf_counter() - t1, 2)
+            io_note = ", int8: real = (q - zero_point) * scale"
+        inputs, outputs = io_specs(model, io_note)
+        ops = op_counts(model)
+        if job.precision == "int8":
+            self._check_full_integer(model, ops)
+        filename = f"{job.model_name}-{job.imgsz}-{job.precision}.tflite"
+        atomic_write_bytes(staging / filename, model)
+        return Artifact(
+            model_file=filename,
+            inputs=inputs,
+            outputs=outputs,
+            quantization=QUANTIZATION[job.precision],
+            layout="NHWC",
+            extra={
+                "converter": f"litert-torch {_version('litert-torch')}",
+                "quantizer": (
+                    f"ai-edge-quantizer {_version('ai-edge-quantizer')}"
+                    if job.precision != "fp32"
+                    else None
+                ),
+                "quantized": {
+                    "fp32": "nothing",
+                    "fp16": "conv weights stored as float16 (dequantized at load); float32 compute",
+                    "int8": "int8 weights (per channel) and activations (per tensor); int8 input "
+                    "and outputs",
+                }[job.precision],
+                "signature": SIGNATURE,
+                "ops": ops,
+                "tflite_options": options_dict(opts),
+                **timings,
+            },
+        )
+
+    @staticmethod
+    def _check_full_integer(model: bytes, ops: dict[str, int]) -> None:
+        """Refuse an "int8" file that still computes in float (the weights-only trap)."""
+        from ai_edge_litert.interpreter import Interpreter
+
+        if ops.get("DEQUANTIZE"):
+            raise ExportError(
+                f"int8 model has {ops['DEQUANTIZE']} DEQUANTIZE ops: some layers stayed float"
+            )
+        interp = Interpreter(model_content=model)
+        floats = [t["name"] for t in interp.get_tensor_details() if t["dtype"] == np.float32]
+        if floats:
+            raise ExportError(
+                f"int8 model still has {len(floats)} float32 tensors (e.g. {floats[0]!r})"
+            )
+
+    def embed_metadata(self, model_path: Path, meta: BundleMeta) -> None:
+        atomic_write_bytes(model_path, embed_metadata(model_path.read_bytes(), meta.to_json()))
+
+    def readme_section(self, meta: BundleMeta, job: ExportJob) -> str:
+        lines = [
+            "## TFLite notes",
+            f"- input `{meta.inputs[0].name}` {meta.inputs[0].shape} {meta.inputs[0].dtype} "
+            f"(NHWC); outputs `box_dist` and `cls_logits` are looked up by signature name.",
+            "- runs on `ai-edge-litert` (preferred) or `tflite-runtime` >= 2.14 with the "
+            "XNNPACK delegate; pass `threads=` to use fewer than all cores.",
+        ]
+        if meta.quantization == "full-integer":
+            spec = meta.inputs[0]
+            lines.append(
+                f"- full-integer INT8: the runtime quantizes the input with scale "
+                f"{spec.scale:.6g}, zero point {spec.zero_point} and dequantizes both outputs "
+                "with their own parameters (in the metadata)."
+            )
+            lines.append(
+                "- speed: install `ai-edge-litert`. The tflite-runtime 2.14 wheel's XNNPACK does "
+                "not take int8 graphs, so there INT8 runs on the slower built-in kernels "
+                "(results agree to a few quantization steps)."
+            )
+        elif meta.quantization == "fp16-weights":
+            lines.append("- FP16 here means float16 *weights* only; arithmetic stays float32.")
+        return "\n".join(lines)
