@@ -18,9 +18,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP_INSTALL) -e ".[host,dev]"
 	touch $(STAMP)
 
-## demo: the main job on built-in data
+## demo: the main job on built-in data: train -> drop PGI -> evaluate -> export -> detect
 demo: $(STAMP)
-	$(BIN)/edge-yolo info gelan-t gelan-s yolov9-t yolov9-s --imgsz 640
+	$(BIN)/edge-yolo info gelan-t yolov9-t --imgsz 640
+	$(BIN)/python examples/demo.py --out runs/demo
 
 ## test: the whole suite, slow end-to-end checks included (what CI runs)
 test: $(STAMP)
@@ -39,4 +40,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_model.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache runs
+	rm -rf $(VENV) .venv-tflite214 .pytest_cache .ruff_cache runs

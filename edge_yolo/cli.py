@@ -1,6 +1,5 @@
-"""``edge-yolo`` command line. Each subcommand lives beside the code it drives and registers
-itself through ``add_parser(subparsers)``; importing a host-only subcommand (train, export)
-pulls torch only when that subcommand runs."""
+"""``edge-yolo`` command line. Each subcommand lives beside the code it drives (``COMMANDS``);
+a host-only subcommand (train, export) imports torch only when it runs."""
 
 from __future__ import annotations
 
@@ -11,7 +10,13 @@ import sys
 # subcommand -> (module, one-line help). The module defines add_arguments(parser) and run(args)
 # and imports heavy libraries (torch, openvino, ...) inside run(), so --help stays fast.
 COMMANDS = {
-    "info": ("edge_yolo.models.cli", "build a model, fuse it and print its summary"),
+    "info": ("edge_yolo.info_cli", "build a model, fuse it and print its summary"),
+    "data": ("edge_yolo.data.cli", "check a dataset, report bad data, preview augmentation"),
+    "export": ("edge_yolo.export.cli", "export a checkpoint to a target's artifact bundle"),
+    "train": ("edge_yolo.train.cli", "train or fine-tune a model (host, needs torch)"),
+    "val": ("edge_yolo.train.cli_val", "evaluate a checkpoint: COCO mAP50-95 and mAP50"),
+    "predict": ("edge_yolo.runtime.cli", "run a bundle on an image, folder or video"),
+    "verify": ("edge_yolo.runtime.verify", "check a bundle on this device against its references"),
 }
 
 
@@ -32,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
             if e.name and e.name.startswith("edge_yolo"):
                 raise
             p.set_defaults(_missing=e.name)
+            # Swallow the subcommand's own arguments so the user sees the real problem
+            # (a missing package), not "unrecognized arguments".
+            p.add_argument("_rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
             continue
         mod.add_arguments(p)
     return parser

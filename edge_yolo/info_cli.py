@@ -1,4 +1,7 @@
-"""``edge-yolo info``: build registered models, fuse them, print summaries, run a forward pass."""
+"""``edge-yolo info``: build registered models, fuse them, print summaries, run a forward pass.
+
+Outside ``edge_yolo.models`` so that building the CLI parser never imports torch.
+"""
 
 from __future__ import annotations
 
