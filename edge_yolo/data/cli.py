@@ -9,13 +9,12 @@ with 1 when any problem was found (a CI gate on a dataset).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_write_bytes
 from .report import DatasetError
 
 
@@ -92,15 +91,7 @@ def _write_image(path: Path, image: np.ndarray) -> None:
     ok, data = cv2.imencode(path.suffix or ".jpg", image)
     if not ok:
         raise ValueError(f"{path}: OpenCV cannot encode this image type")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data.tobytes())
 
 
 def run(args: argparse.Namespace) -> int:

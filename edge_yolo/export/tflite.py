@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..fileio import atomic_write_bytes
 from ..runtime.bundle import META_KEY, BundleMeta, TensorSpec
 from ..runtime.processing import preprocess
 from .base import INPUT_NAME, Artifact, Exporter, ExportError, ExportJob, options_dict
@@ -267,17 +266,6 @@ def op_counts(model: bytes) -> dict[str, int]:
     interp = Interpreter(model_content=model)
     ops = collections.Counter(op["op_name"] for op in interp._get_ops_details())
     return dict(ops.most_common())
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _version(dist: str) -> str:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..fileio import atomic_output
 from .gelan import YOLO, GELANConfig
 
 FORMAT = "edge-yolo-checkpoint"
@@ -26,18 +26,8 @@ class CheckpointError(ValueError):
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def checkpoint_dict(

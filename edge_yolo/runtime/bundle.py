@@ -11,10 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..fileio import atomic_write_text
 
 FORMAT_VERSION = 1
 META_FILE = "edge_yolo.json"
@@ -150,19 +151,6 @@ class BundleMeta:
 
     def write(self, bundle_dir: str | os.PathLike) -> Path:
         return atomic_write_text(Path(bundle_dir) / META_FILE, self.to_json() + "\n")
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def read_embedded(model_path: str | os.PathLike) -> BundleMeta:

@@ -18,6 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_yolo.fileio import atomic_write_bytes
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg"}
 
@@ -64,17 +66,11 @@ def video_frames(path: Path) -> tuple[Iterator[np.ndarray], float, tuple[int, in
 
 
 def write_image_atomic(path: Path, image: np.ndarray) -> None:
-    """``cv2.imwrite`` through a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        if not cv2.imwrite(tmp, image):
-            raise OSError(f"{path}: OpenCV could not write this image")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Encode with OpenCV (format from the suffix) and write atomically."""
+    ok, data = cv2.imencode(path.suffix or ".jpg", image)
+    if not ok:
+        raise OSError(f"{path}: OpenCV could not encode an image as {path.suffix or '.jpg'}")
+    atomic_write_bytes(path, data.tobytes())
 
 
 def summary_line(name: str, dets: object) -> str:

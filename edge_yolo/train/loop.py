@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge_yolo.fileio import atomic_write_bytes
 from edge_yolo.models import create_model
 from edge_yolo.models.checkpoint import model_from_checkpoint
 from edge_yolo.models.gelan import YOLO
@@ -409,7 +410,8 @@ def plot_results(out: Path, history: list[dict[str, Any]]) -> None:
         if pts:
             axes[1].plot(*zip(*pts), marker=".", label=label)
     axes[1].set(title="validation (EMA)", xlabel="epoch", ylim=(0, None))
-    axes[1].legend()
+    if axes[1].lines:  # no mAP yet before the first evaluation
+        axes[1].legend()
     fig.tight_layout()
     tmp = out / ".results.png.tmp"
     fig.savefig(tmp, format="png", dpi=100)
@@ -427,11 +429,7 @@ def _read_history(path: Path, epochs: int) -> list[dict[str, Any]]:
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    import shutil
-
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    atomic_write_bytes(dst, src.read_bytes())
 
 
 def _amp_dtype(amp: bool | None, device: torch.device) -> torch.dtype | None:

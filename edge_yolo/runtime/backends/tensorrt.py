@@ -24,13 +24,13 @@ import importlib.util
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ...fileio import atomic_write_bytes
 from ..bundle import META_FILE, BundleError, BundleMeta
 from .base import Backend, BackendError
 
@@ -126,23 +126,6 @@ def check_onnx_source(model_path: Path) -> None:
     # Every ONNX file is a protobuf ModelProto whose first field is ir_version (tag 0x08).
     if not head or head[0] != 0x08:
         raise BackendError(f"{model_path}: not an ONNX model (a protobuf ModelProto was expected)")
-
-
-def atomic_write_bytes(path: Path, data: bytes | memoryview) -> Path:
-    """Write through a temporary file in the same directory, then rename: a build killed
-    halfway never leaves a truncated engine that the next run would try to load."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _cudart() -> Any:
