@@ -23,7 +23,10 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     from edge_yolo import __version__
 
-    parser = argparse.ArgumentParser(prog="edge-yolo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="edge-yolo",
+        description="Train YOLOv9 (GELAN + PGI) detectors, export them per device, run them there.",
+    )
     parser.add_argument("--version", action="version", version=f"edge-yolo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
