@@ -33,7 +33,7 @@ def voc_boxes(image: Path) -> np.ndarray:
     ).reshape(-1, 4)
 
 
-def fitted_checkpoint(root: Path, steps: int = 30) -> Path:
+def fitted_checkpoint(root: Path, steps: int = 40) -> Path:
     """gelan-t (nc=1) fitted on the six photos at ``IMGSZ`` (deterministic: seeded)."""
     key = ("checkpoint", steps)
     if key in _CACHE:
