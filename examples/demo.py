@@ -36,7 +36,8 @@ EXPORTS = [
 
 
 def run(cmd: list[str]) -> None:
-    print("\n$ " + " ".join(cmd[cmd.index("-m") + 1 :] if "-m" in cmd else cmd), flush=True)
+    shown = ["edge-yolo", *cmd[cmd.index("-m") + 2 :]] if "-m" in cmd else cmd
+    print("\n$ " + " ".join(shown), flush=True)
     subprocess.run(cmd, check=True, cwd=REPO)
 
 
