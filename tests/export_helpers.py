@@ -22,14 +22,14 @@ def textured_checkpoint(path: Path, imgsz: int = 96, *, model: str = "yolov9-t",
     import cv2
     import torch
 
-    from edge_yolo.export.base import synthetic_image
+    from edge_yolo.data.synthetic import sample_scene
     from edge_yolo.models import create_model, save_checkpoint
     from edge_yolo.runtime.processing import preprocess
 
     torch.manual_seed(0)
     net = create_model(model, num_classes=len(NAMES))
     images = [cv2.imread(str(p)) for p in sorted(RACCOON_IMAGES.glob("*.jpg"))]
-    images += [synthetic_image(imgsz, seed=i) for i in range(3)]
+    images += [sample_scene(imgsz, seed=i) for i in range(3)]
     x = torch.from_numpy(np.concatenate([preprocess(im, imgsz)[0] for im in images]))
     for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm2d):

@@ -50,7 +50,7 @@ def test_fp16_bundle_is_plain_onnx_for_tensorrt(fp16):
         "jetson", "fp16", "tensorrt", "none"
     )
     assert meta.accuracy["measured_with"] == "onnxruntime"
-    assert meta.accuracy["box_dist_max_abs_diff"] <= 1e-3
+    assert meta.accuracy["dist_max_abs_diff"] <= 1e-3
     proto = onnx.load(str(fp16 / "model.onnx"))
     assert {n.op_type for n in proto.graph.node}.isdisjoint({"QuantizeLinear", "DequantizeLinear"})
     assert all(t.data_type == onnx.TensorProto.FLOAT for t in proto.graph.initializer

@@ -15,10 +15,12 @@ torch = pytest.importorskip("torch")
 from export_helpers import RACCOON_IMAGES, textured_checkpoint  # noqa: E402
 
 from edge_yolo.export import ExportError, export  # noqa: E402
-from edge_yolo.export.base import sha256_images  # noqa: E402
-from edge_yolo.quant.calibration import cpu_has_vnni, resolve_overflow_fix  # noqa: E402
+from edge_yolo.quant.calibration import sha256_images  # noqa: E402
+from edge_yolo.quant.ptq import resolve_overflow_fix  # noqa: E402
+from edge_yolo.runtime.cpu import cpu_has_vnni  # noqa: E402
 from edge_yolo.runtime.backends import BackendError, get_backend  # noqa: E402
-from edge_yolo.runtime.bundle import META_KEY, BundleMeta, read_embedded  # noqa: E402
+from edge_yolo.runtime.backends import read_metadata as read_embedded  # noqa: E402
+from edge_yolo.runtime.bundle import META_KEY, BundleMeta  # noqa: E402
 
 IMGSZ = 64
 
@@ -45,7 +47,7 @@ def test_fp32_bundle_matches_torch_and_embeds_metadata(fp32):
     assert (meta.backend, meta.quantization, meta.model_file) == ("openvino", "none", "model.xml")
     assert (fp32 / "model.bin").is_file()
     assert meta.accuracy["measured_with"] == "openvino"
-    assert meta.accuracy["box_dist_max_abs_diff"] <= 1e-3  # f32 inference, not bf16
+    assert meta.accuracy["dist_max_abs_diff"] <= 1e-3  # f32 inference, not bf16
     assert meta.accuracy["top_class_agreement"] == 1.0
     embedded = read_embedded(fp32 / "model.xml")
     assert embedded.to_dict() == json.loads((fp32 / "edge_yolo.json").read_text())
@@ -95,7 +97,7 @@ def test_fp16_compresses_weights_only_when_asked(ckpt, out, fp32):
     assert meta.quantization == "fp16-weights" and meta.precision == "fp16"
     ratio = (fp16 / "model.bin").stat().st_size / (fp32 / "model.bin").stat().st_size
     assert 0.45 < ratio < 0.55
-    assert meta.accuracy["box_dist_max_abs_diff"] < 0.05
+    assert meta.accuracy["dist_max_abs_diff"] < 0.05
     # the rt_info round trip did not re-compress or decompress anything
     model = ov.Core().read_model(str(fp16 / "model.xml"))
     assert any(op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.f16
@@ -153,9 +155,11 @@ def test_checkpoint_dataset_is_the_default_calibration_source(tmp_path):
     job = ExportJob(ExportOptions("intel", "int8", calib_size=3), spec, precision, device, ckpt,
                     None)
     assert job.calib_source == str(RACCOON_IMAGES)
-    blobs = job.calibration_blobs()
+    blobs = list(job.calibration().blobs(IMGSZ))
     assert len(blobs) == 3 and blobs[0].shape == (1, 3, IMGSZ, IMGSZ)
-    assert job.calibration.num_images == 3 and len(job.calibration.sha256) == 64
+    provenance = job.calibration_provenance
+    assert provenance.num_images == 3 and len(provenance.sha256) == 64
+    assert provenance.split == "train" and provenance.requested == 3
 
 
 @pytest.mark.parametrize(

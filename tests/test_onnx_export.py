@@ -81,7 +81,7 @@ def test_bundle_layout_and_metadata(bundle, ckpt):
     assert meta.source_checkpoint_sha256 == hashlib.sha256(ckpt.read_bytes()).hexdigest()
     assert meta.calibration is None  # nothing was quantized
     assert meta.accuracy["image_source"] == str(RACCOON_IMAGES) and meta.accuracy["images"] == 6
-    assert meta.accuracy["box_dist_max_abs_diff"] <= 1e-3
+    assert meta.accuracy["dist_max_abs_diff"] <= 1e-3
     assert meta.accuracy["top_class_agreement"] == 1.0
     # no staging directories left behind beside the bundle
     assert [p.name for p in bundle.parent.iterdir()] == [bundle.name]
@@ -191,4 +191,4 @@ def test_opset_17_uses_the_torchscript_exporter(ckpt, tmp_path):
     path = export(ckpt, "onnx", imgsz=IMGSZ, out=tmp_path, opset=17, threads=1)
     proto = onnx.load(str(path / "model.onnx"))
     assert next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) == 17
-    assert BundleMeta.read(path).accuracy["box_dist_max_abs_diff"] <= 1e-3
+    assert BundleMeta.read(path).accuracy["dist_max_abs_diff"] <= 1e-3

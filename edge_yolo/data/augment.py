@@ -24,6 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..errors import refuse_unknown_keys
 from ..runtime.processing import LetterboxInfo, letterbox
 from .dataset import Sample
 
@@ -66,12 +67,7 @@ class AugmentConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], where: str = "augmentation") -> AugmentConfig:
         """Build from a recipe mapping, refusing unknown keys with a message naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"{where}: unknown augmentation key(s) {unknown}; known: {sorted(known)}"
-            )
+        refuse_unknown_keys(values, {f.name for f in dataclasses.fields(cls)}, where)
         try:
             return cls(**values)
         except (TypeError, ValueError) as e:  # TypeError: a quoted number compared with 0

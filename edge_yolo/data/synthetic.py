@@ -25,6 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..errors import refuse_unknown_keys
 from .dataset import DetectionDataset, Sample
 from .report import DataReport, DatasetError
 
@@ -91,9 +92,7 @@ class SyntheticDataset(DetectionDataset):
         self.split = split
         self.seed = seed
         fields = {f.name for f in dataclasses.fields(SyntheticConfig)}
-        unknown = sorted(set(overrides) - fields)
-        if unknown:
-            raise DatasetError(f"synthetic: unknown setting(s) {unknown}; known: {sorted(fields)}")
+        refuse_unknown_keys(overrides, fields, "synthetic", DatasetError)
         try:
             self.config = dataclasses.replace(config or SyntheticConfig(imgsz=imgsz), **overrides)
         except ValueError as e:
@@ -290,3 +289,22 @@ def render(
             ys.start + rows[-1] + 1,
         )
     return out, boxes, np.array(classes, np.int64)
+
+
+def sample_scene(imgsz: int, seed: int = 0) -> np.ndarray:
+    """A deterministic 4:3 BGR scene (smooth background + filled shapes): export references,
+    example inputs and benchmark frames when no real image is at hand."""
+    rng = np.random.default_rng(seed)
+    h, w = imgsz * 3 // 4, imgsz
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([(xx / w) * 200, (yy / h) * 200, ((xx + yy) / (w + h)) * 255], -1)
+    image = np.ascontiguousarray(base.astype(np.uint8))
+    for _ in range(6):
+        x1, y1 = int(rng.integers(0, w * 3 // 4)), int(rng.integers(0, h * 3 // 4))
+        x2, y2 = x1 + int(rng.integers(w // 10, w // 3)), y1 + int(rng.integers(h // 10, h // 3))
+        color = tuple(int(c) for c in rng.integers(0, 256, 3))
+        if rng.random() < 0.5:
+            cv2.rectangle(image, (x1, y1), (x2, y2), color, -1)
+        else:
+            cv2.circle(image, ((x1 + x2) // 2, (y1 + y2) // 2), (x2 - x1) // 2, color, -1)
+    return image

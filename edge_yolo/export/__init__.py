@@ -1,8 +1,8 @@
 """Export a checkpoint to a target's artifact bundle (host side: imports torch on use).
 
 ``export("best.pt", "intel", precision="int8", calib="data.yaml")`` -> bundle directory.
-Targets and precisions: :mod:`.targets` (the capability table); the exporter interface a
-target implements: :mod:`.base`.
+Targets, precisions and options: :mod:`.targets` (the capability table); the exporter
+interface a target implements: :mod:`.base`; the shared steps: :mod:`.pipeline`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .base import Artifact, Exporter, ExportError, ExportJob, ExportOptions, run_export
+from .base import Artifact, Exporter, ExportError, ExportOptions
+from .job import ExportJob
+from .pipeline import run_export
 from .targets import (
     TARGETS,
     DeviceProfile,

@@ -1,12 +1,39 @@
-"""``edge-yolo export``: a checkpoint to a target's artifact bundle; prints the bundle path."""
+"""``edge-yolo export``: a checkpoint to a target's artifact bundle; prints the bundle path.
+
+Every option flag comes from the capability table (:mod:`.targets`): the shared ones and each
+target's own. A flag the chosen target does not honour is refused, naming flag and target.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from typing import Any
 
-from .targets import PRECISIONS, TargetError, capability_table, list_devices, resolve
+from .targets import (
+    PRECISIONS,
+    SHARED_OPTIONS,
+    TARGETS,
+    Option,
+    TargetError,
+    capability_table,
+    list_devices,
+    resolve,
+)
+
+
+def _all_options() -> dict[str, Option]:
+    """Every option flag of every target, once (a flag means the same thing everywhere)."""
+    flags: dict[str, Option] = {o.flag: o for o in SHARED_OPTIONS.values()}
+    for spec in TARGETS.values():
+        for option in spec.options:
+            flags.setdefault(option.flag, option)
+    return flags
+
+
+def _dest(option: Option) -> str:
+    return "opt_" + option.flag.lstrip("-").replace("-", "_")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,67 +51,74 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: the checkpoint's dataset)")
     parser.add_argument("--calib-size", type=int, default=None,
                         help="number of calibration images (default: board's, else 300)")
+    parser.add_argument("--calib-split", default="train",
+                        help="dataset split calibration images come from (default train)")
     parser.add_argument("--out", default="exports", help="directory the bundle is written into")
     parser.add_argument("--name", default=None,
                         help="bundle directory name (default <model>-<target>-<precision>)")
-    parser.add_argument("--dynamic", action="store_true", help="dynamic batch dimension")
-    parser.add_argument("--opset", type=int, default=18,
-                        help="ONNX opset (onnx/jetson); 17 for TensorRT 8.x")
-    parser.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for the verification run on this host")
-    parser.add_argument("--nncf-preset", choices=("mixed", "performance"), default=None,
-                        help="intel int8: NNCF preset (default mixed)")
-    parser.add_argument("--overflow-fix", choices=("auto", "enable", "first_layer_only", "disable"),
-                        default=None, help="intel int8: NNCF overflow fix (default auto: VNNI)")
-    parser.add_argument("--calibrate-method", choices=("minmax", "percentile", "entropy"),
-                        default=None, help="jetson int8: activation range method (default minmax)")
+    for option in _all_options().values():
+        takers = [t.name for t in TARGETS.values()
+                  if option in t.options or option.field in t.shared_options
+                  and SHARED_OPTIONS.get(option.field) is option]
+        text = f"{option.help} [{', '.join(takers)}]"
+        if option.kind is bool:
+            parser.add_argument(option.flag, dest=_dest(option), action="store_const",
+                                const=not option.negate, default=None, help=text)
+        else:
+            parser.add_argument(option.flag, dest=_dest(option), type=option.kind,
+                                choices=option.choices, default=None, help=text)
     parser.add_argument("-v", "--verbose", action="store_true", help="log each step")
 
 
-def target_options(args: argparse.Namespace, target: str) -> object | None:
-    """The target's options dataclass from its flags (None: the target's defaults)."""
-    intel = {"preset": args.nncf_preset, "overflow_fix": args.overflow_fix}
-    jetson = {"calibrate_method": args.calibrate_method}
-    given = {k: v for k, v in {**intel, **jetson}.items() if v is not None}
-    if not given:
-        return None
-    if target == "intel" and set(given) <= set(intel):
-        from .openvino import OpenVINOOptions
-
-        return OpenVINOOptions(**given)
-    if target == "jetson" and set(given) <= set(jetson):
-        from .jetson import JetsonOptions
-
-        return JetsonOptions(**given)
-    flags = ", ".join("--" + k.replace("_", "-").replace("preset", "nncf-preset") for k in given)
-    raise TargetError(
-        f"{flags}: not an option of target {target!r} (intel takes --nncf-preset and "
-        "--overflow-fix, jetson takes --calibrate-method)"
-    )
+def table_options(args: argparse.Namespace, target: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(shared ExportOptions fields, target option fields) from the flags given; a flag the
+    target does not honour is a :class:`TargetError` naming it and the target."""
+    spec = TARGETS[target]
+    shared: dict[str, Any] = {}
+    own: dict[str, Any] = {}
+    for option in _all_options().values():
+        value = getattr(args, _dest(option))
+        if value is None:
+            continue
+        if SHARED_OPTIONS.get(option.field) is option and option.field in spec.shared_options:
+            shared[option.field] = value
+        elif option in spec.options:
+            own[option.field] = value
+        else:
+            takers = [t.name for t in TARGETS.values() if option in t.options
+                      or SHARED_OPTIONS.get(option.field) is option
+                      and option.field in t.shared_options]
+            raise TargetError(
+                f"{option.flag} is not an option of target {target!r} "
+                f"(targets that take it: {', '.join(takers)})"
+            )
+    return shared, own
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     from ..models import CheckpointError
-    from .base import ExportError, ExportOptions, run_export
+    from .base import ExportError, ExportOptions
+    from .pipeline import run_export
 
     try:
         spec, _, _ = resolve(args.target, args.precision)
+        shared, own = table_options(args, spec.name)
         options = ExportOptions(
             target=args.target,
             precision=args.precision,
             imgsz=args.imgsz,
             calib=args.calib,
             calib_size=args.calib_size,
-            dynamic=args.dynamic,
+            calib_split=args.calib_split,
             out=args.out,
             name=args.name,
-            simplify=not args.no_simplify,
-            opset=args.opset,
             threads=args.threads,
-            target_options=target_options(args, spec.name),
+            target_options=own or None,
+            **shared,
         )
         path = run_export(args.weights, options)
     except (TargetError, ExportError, CheckpointError) as e:

@@ -17,8 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..contract import INPUT_NAME
 from ..runtime.bundle import BundleMeta
-from .base import INPUT_NAME, Artifact, Exporter, ExportJob
+from .base import Artifact, Exporter
+from .job import ExportJob
 from .onnx import embed_onnx_metadata, opset_of, torch_to_onnx
 
 MODEL_FILE = "model.onnx"
@@ -51,7 +53,6 @@ def trtexec_command(meta: BundleMeta, workspace_mib: int = 2048) -> str:
 
 
 class JetsonExporter(Exporter):
-    target = "jetson"
     options_type = JetsonOptions
 
     def build(self, job: ExportJob, staging: Path) -> Artifact:
@@ -71,7 +72,8 @@ class JetsonExporter(Exporter):
 
             settings = quantize_qdq_onnx(
                 model,
-                job.calibration_blobs(),
+                job.calibration(),
+                job.imgsz,
                 path,
                 input_name=INPUT_NAME,
                 calibrate_method=opts.calibrate_method,

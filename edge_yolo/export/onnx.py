@@ -19,9 +19,10 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..models import OUTPUT_NAMES
+from ..contract import INPUT_NAME, OUTPUT_NAMES
 from ..runtime.bundle import META_KEY, BundleMeta
-from .base import INPUT_NAME, Artifact, Exporter, ExportError, ExportJob
+from .base import Artifact, Exporter, ExportError
+from .job import ExportJob
 
 if TYPE_CHECKING:
     import onnx
@@ -34,11 +35,10 @@ def torch_to_onnx(job: ExportJob) -> onnx.ModelProto:
     import onnx
     import torch
 
-    opts = job.options
     # torch.export specialises a dimension whose example size is 1: trace dynamic with 2
-    example = job.example_input(2 if opts.dynamic else 1)
-    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=256)},) if opts.dynamic else None
-    dynamic_axes = {n: {0: "batch"} for n in (INPUT_NAME, *OUTPUT_NAMES)} if opts.dynamic else None
+    example = job.example_input(2 if job.dynamic else 1)
+    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=256)},) if job.dynamic else None
+    dynamic_axes = {n: {0: "batch"} for n in (INPUT_NAME, *OUTPUT_NAMES)} if job.dynamic else None
     # The exporter prints progress to stdout and warns about its own internals; keep the
     # CLI's output to the bundle path and real problems.
     quiet = logging.getLogger("torch.onnx")
@@ -47,14 +47,14 @@ def torch_to_onnx(job: ExportJob) -> onnx.ModelProto:
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            if opts.opset >= 18:
+            if job.opset >= 18:
                 program = torch.onnx.export(
                     job.model,
                     (example,),
                     None,
                     input_names=[INPUT_NAME],
                     output_names=list(OUTPUT_NAMES),
-                    opset_version=opts.opset,
+                    opset_version=job.opset,
                     dynamo=True,
                     dynamic_shapes=dynamic_shapes,
                     optimize=True,
@@ -68,7 +68,7 @@ def torch_to_onnx(job: ExportJob) -> onnx.ModelProto:
                     buffer,
                     input_names=[INPUT_NAME],
                     output_names=list(OUTPUT_NAMES),
-                    opset_version=opts.opset,
+                    opset_version=job.opset,
                     dynamo=False,
                     dynamic_axes=dynamic_axes,
                 )
@@ -77,7 +77,7 @@ def torch_to_onnx(job: ExportJob) -> onnx.ModelProto:
         raise ExportError(f"torch -> ONNX export of {job.model_name} failed: {e}") from e
     finally:
         quiet.setLevel(level)
-    if opts.simplify:
+    if job.simplify:
         model = simplify(model)
     model.producer_name = "edge-yolo"
     check(model)
@@ -124,8 +124,6 @@ def embed_onnx_metadata(model_path: Path, meta: BundleMeta) -> None:
 class OnnxExporter(Exporter):
     """Plain FP32 ONNX, static input shape unless ``dynamic``."""
 
-    target = "onnx"
-
     def build(self, job: ExportJob, staging: Path) -> Artifact:
         import onnx
 
@@ -138,7 +136,7 @@ class OnnxExporter(Exporter):
             outputs=outputs,
             quantization="none",
             extra={"opset": opset_of(model), "exporter": "torch.onnx (torch.export)",
-                   "simplified": job.options.simplify},
+                   "simplified": job.simplify},
         )
 
     def embed_metadata(self, model_path: Path, meta: BundleMeta) -> None:

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..models import OUTPUT_NAMES
-from ..quant.calibration import cpu_has_vnni, resolve_overflow_fix
+from ..contract import INPUT_NAME, OUTPUT_NAMES
 from ..runtime.bundle import META_KEY, BundleMeta
-from .base import INPUT_NAME, Artifact, Exporter, ExportError, ExportJob
+from ..runtime.cpu import cpu_has_vnni
+from .base import Artifact, Exporter, ExportError
+from .job import ExportJob
 
 if TYPE_CHECKING:
     import openvino as ov
@@ -47,7 +48,7 @@ def convert(job: ExportJob) -> ov.Model:
     import openvino as ov
 
     s = job.imgsz
-    shape = [-1 if job.options.dynamic else 1, 3, s, s]
+    shape = [-1 if job.dynamic else 1, 3, s, s]
     try:
         model = ov.convert_model(job.model, example_input=job.example_input(), input=[shape])
     except Exception as e:
@@ -79,7 +80,6 @@ def describe_int8(model: ov.Model) -> str:
 
 
 class OpenVINOExporter(Exporter):
-    target = "intel"
     options_type = OpenVINOOptions
 
     def build(self, job: ExportJob, staging: Path) -> Artifact:
@@ -95,12 +95,13 @@ class OpenVINOExporter(Exporter):
             ov.save_model(model, str(xml), compress_to_fp16=True)
             quantization = "fp16-weights"
         elif job.precision == "int8":
-            from ..quant.ptq import quantize_openvino
+            from ..quant.ptq import quantize_openvino, resolve_overflow_fix
 
             overflow_fix = resolve_overflow_fix(opts.overflow_fix)
             quantized = quantize_openvino(
                 model,
-                job.calibration_blobs(),
+                job.calibration(),
+                job.imgsz,
                 preset=opts.preset,
                 overflow_fix=overflow_fix,
                 ignored_scope=opts.ignored_scope,

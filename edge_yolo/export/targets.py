@@ -2,8 +2,12 @@
 
 Every export starts here: :func:`resolve` turns ``--target`` (a target or a board name from
 ``devices/``) and ``--precision`` into a :class:`TargetSpec`, refusing an unsupported
-combination with the list of what is supported, before any model is loaded. numpy-free and
-torch-free, so ``edge-yolo export --help`` and the device-profile checks stay cheap.
+combination with the list of what is supported, before any model is loaded. torch-free, so
+``edge-yolo export --help`` and the device-profile checks stay cheap.
+
+Every option is in the table too: the shared ones (:data:`SHARED_OPTIONS`: dynamic batch,
+ONNX opset, graph simplification) by the targets that honour them, and each target's own
+options with their CLI flags. An option a target does not honour is refused, naming both.
 
 Adding a target = one row in :data:`TARGETS`, one exporter module implementing
 :class:`edge_yolo.export.base.Exporter`, one runtime backend, one device profile, one test.
@@ -15,7 +19,9 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from ..errors import refuse_unknown_keys
+from ..quant.ptq import CALIBRATE_METHODS, OVERFLOW_FIXES, PRESETS, TFLITE_RANGES
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -25,11 +31,36 @@ class TargetError(ValueError):
 
 
 @dataclass(frozen=True)
+class Option:
+    """One export option: the field it sets and the CLI flag that sets it.
+
+    ``field`` is an :class:`~edge_yolo.export.base.ExportOptions` field for a shared option,
+    else a field of the target's options dataclass. ``kind``: ``int``, ``str``, or ``bool``
+    for a switch (which stores ``not negate``).
+    """
+
+    field: str
+    flag: str
+    help: str
+    kind: type = str
+    choices: tuple[str, ...] | None = None
+    negate: bool = False
+
+
+#: Options that several targets share; each target lists the ones it honours.
+SHARED_OPTIONS: dict[str, Option] = {
+    "dynamic": Option("dynamic", "--dynamic", "dynamic batch dimension", bool),
+    "opset": Option("opset", "--opset", "ONNX opset: 18 (default) or 17 for TensorRT 8.x", int),
+    "simplify": Option("simplify", "--no-simplify", "skip onnxslim", bool, negate=True),
+}
+
+
+@dataclass(frozen=True)
 class TargetSpec:
     """One row of the capability table."""
 
     name: str
-    backend: str  # runtime backend the bundle's metadata names (edge_yolo.runtime.backends)
+    backend: str  # runtime backend the bundle's metadata names (edge_yolo.contract.BACKENDS)
     precisions: tuple[str, ...]
     default_precision: str
     exporter: str  # "module:Class" of the Exporter subclass, imported only when exporting
@@ -38,6 +69,8 @@ class TargetSpec:
     #: backend that runs the artifact on the export host for references/agreement, when the
     #: device backend does not exist here (TensorRT engines are built on the Jetson).
     host_backend: str = ""
+    shared_options: tuple[str, ...] = ()  # keys of SHARED_OPTIONS this target honours
+    options: tuple[Option, ...] = ()  # this target's own options (fields of its options_type)
 
     @property
     def verify_backend(self) -> str:
@@ -53,6 +86,7 @@ TARGETS: dict[str, TargetSpec] = {
         exporter="edge_yolo.export.onnx:OnnxExporter",
         description="plain ONNX (opset 18, 17 on request) for onnxruntime anywhere",
         install="pip install 'edge-yolo[onnx]'",
+        shared_options=("dynamic", "opset", "simplify"),
     ),
     "intel": TargetSpec(
         name="intel",
@@ -62,6 +96,12 @@ TARGETS: dict[str, TargetSpec] = {
         exporter="edge_yolo.export.openvino:OpenVINOExporter",
         description="OpenVINO IR; int8 by NNCF post-training quantization",
         install="pip install 'edge-yolo[openvino]'",
+        shared_options=("dynamic",),
+        options=(
+            Option("preset", "--nncf-preset", "int8: NNCF preset (default mixed)", str, PRESETS),
+            Option("overflow_fix", "--overflow-fix",
+                   "int8: NNCF overflow fix (default auto: on without VNNI)", str, OVERFLOW_FIXES),
+        ),
     ),
     "jetson": TargetSpec(
         name="jetson",
@@ -72,6 +112,13 @@ TARGETS: dict[str, TargetSpec] = {
         description="ONNX for TensorRT: plain (fp32/fp16 engine) or explicit Q/DQ (int8)",
         install="pip install edge-yolo  # TensorRT and its Python bindings come with JetPack",
         host_backend="onnxruntime",
+        shared_options=("dynamic", "opset", "simplify"),
+        options=(
+            Option("calibrate_method", "--calibrate-method",
+                   "int8: activation range method (default minmax)", str, CALIBRATE_METHODS),
+            Option("workspace_mib", "--workspace-mib",
+                   "TensorRT builder workspace in MiB for the README's trtexec line", int),
+        ),
     ),
     "rpi": TargetSpec(
         name="rpi",
@@ -81,6 +128,16 @@ TARGETS: dict[str, TargetSpec] = {
         exporter="edge_yolo.export.tflite:TFLiteExporter",
         description="TFLite (LiteRT); int8 = full-integer static quantization",
         install="pip install 'edge-yolo[tflite]'",
+        options=(
+            Option("calib_ranges", "--calib-ranges",
+                   "int8: activation ranges over the calibration set (default minmax)", str,
+                   tuple(TFLITE_RANGES)),
+            Option("exact_input_range", "--calibrated-input-range",
+                   "int8: quantize the input with its calibrated range instead of exactly [0, 1]",
+                   bool, negate=True),
+            Option("calib_threads", "--calib-threads",
+                   "int8: threads of the calibration interpreter (default all cores)", int),
+        ),
     ),
 }
 
@@ -175,12 +232,7 @@ def load_device(name_or_path: str | os.PathLike) -> DeviceProfile:
     if not isinstance(data, dict):
         raise TargetError(f"{path}: a device profile is a mapping of keys to values")
     fields = {f.name: f for f in dataclasses.fields(DeviceProfile) if f.name != "source"}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise TargetError(
-            f"{path}: unknown key(s) {', '.join(map(repr, unknown))}; known keys: "
-            f"{', '.join(fields)}"
-        )
+    refuse_unknown_keys(data, fields, str(path), TargetError)
     data.setdefault("name", path.stem)
     required = [n for n, f in fields.items()
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
@@ -209,7 +261,3 @@ def resolve(
     check_target(target, precision)
     return spec, precision, device
 
-
-def describe(obj: Any) -> dict[str, Any]:
-    """A dataclass as a plain dict (for metadata and logs)."""
-    return dataclasses.asdict(obj)

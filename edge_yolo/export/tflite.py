@@ -7,16 +7,17 @@ rewrite, so the graph gains no transpose) and a signature whose outputs are name
 ``box_dist`` and ``cls_logits``. Precisions:
 
 * ``fp32``: the converter's output as is.
-* ``fp16``: ai-edge-quantizer float casting of the conv weights to float16 (each followed by a
-  DEQUANTIZE op); activations and arithmetic stay float32 ("fp16-weights").
-* ``int8``: ai-edge-quantizer static quantization, int8 weights (per channel) and int8
-  activations (per tensor), calibrated on real images letterboxed exactly as the runtime does.
-  Input and both outputs are int8 too ("full-integer"). The input range is pinned to [0, 1]
-  instead of the calibrated one, so its scale is exactly 1/255 with zero point -128: a
-  letterboxed 8-bit pixel ``p`` enters the model as ``p - 128`` without rounding or clipping.
+* ``fp16``: float16 conv weights (each followed by a DEQUANTIZE op); activations and
+  arithmetic stay float32 ("fp16-weights").
+* ``int8``: static quantization, int8 weights (per channel) and int8 activations (per
+  tensor), calibrated on real images letterboxed exactly as the runtime does. Input and both
+  outputs are int8 too ("full-integer"), the input range pinned to exactly [0, 1].
+
+Both quantizations are ai-edge-quantizer's, driven from :mod:`edge_yolo.quant.ptq`; this
+module converts, checks and packages.
 
 The bundle metadata is embedded in the ``.tflite`` under the model-metadata key ``edge_yolo``,
-so a lone file still loads (:func:`edge_yolo.runtime.bundle.read_embedded`).
+so a lone file still loads (:meth:`edge_yolo.runtime.backends.tflite.TFLiteBackend.read_metadata`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -32,10 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..contract import INPUT_NAME, OUTPUT_NAMES
 from ..fileio import atomic_write_bytes
+from ..quant.ptq import TFLITE_RANGES, quantize_tflite_fp16_weights, quantize_tflite_full_integer
 from ..runtime.bundle import META_KEY, BundleMeta, TensorSpec
-from ..runtime.processing import preprocess
-from .base import INPUT_NAME, Artifact, Exporter, ExportError, ExportJob, options_dict
+from .base import Artifact, Exporter, ExportError, options_dict
+from .job import ExportJob
 from .targets import TargetError
 
 if TYPE_CHECKING:
@@ -44,13 +46,8 @@ if TYPE_CHECKING:
 LOGGER = logging.getLogger(__name__)
 
 SIGNATURE = "serving_default"
-OUTPUT_NAMES = ("box_dist", "cls_logits")
 QUANTIZATION = {"fp32": "none", "fp16": "fp16-weights", "int8": "full-integer"}
 _ALIGN = 16  # TFLite aligns tensor buffers to 16 bytes; keep that when rewriting a file
-#: How activation ranges are aggregated over the calibration images: the extremes seen on any
-#: image (TFLite's classic calibrator), or ai-edge-quantizer's default moving average, which
-#: clips the images with the widest ranges (on a fitted gelan-t it flipped a 0.99 score).
-CALIB_RANGES = {"minmax": "min_max_update", "moving-average": "moving_average_update"}
 
 
 @dataclass
@@ -66,9 +63,10 @@ class TFLiteOptions:
     calib_threads: int | None = None
 
     def __post_init__(self) -> None:
-        if self.calib_ranges not in CALIB_RANGES:
+        if self.calib_ranges not in TFLITE_RANGES:
             raise TargetError(
-                f"calib_ranges must be one of {', '.join(CALIB_RANGES)}, got {self.calib_ranges!r}"
+                f"calib_ranges must be one of {', '.join(TFLITE_RANGES)}, "
+                f"got {self.calib_ranges!r}"
             )
 
 
@@ -99,81 +97,6 @@ def convert_float(model: nn.Module, imgsz: int) -> bytes:
     with torch.inference_mode():
         edge_model = litert_torch.convert(tflite_form(model), sample_kwargs={INPUT_NAME: sample})
     return bytes(edge_model.model_content())
-
-
-def quantize_fp16_weights(float_model: bytes) -> bytes:
-    """Cast conv weights to float16 (weights-only; compute stays float32)."""
-    from ai_edge_quantizer import quantizer
-    from ai_edge_quantizer.algorithm_manager import AlgorithmName
-
-    qt = quantizer.Quantizer(bytearray(float_model))
-    qt.add_weight_only_config(".*", "*", 16, algorithm_key=AlgorithmName.FLOAT_CASTING)
-    return bytes(qt.quantize(enable_progress_report=False).quantized_model)
-
-
-class CalibrationFeed:
-    """Re-iterable calibration inputs for one signature (the quantizer walks them twice)."""
-
-    def __init__(self, images: list[np.ndarray], imgsz: int) -> None:
-        self.images = images
-        self.imgsz = imgsz
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        # One letterboxed blob at a time: 300 images at 640 px would be 1.5 GB as float32.
-        for image in self.images:
-            yield {INPUT_NAME: preprocess(image, self.imgsz, layout="NHWC")[0]}
-
-
-def quantize_full_integer(
-    float_model: bytes,
-    calibration: Iterable[dict[str, np.ndarray]],
-    *,
-    ranges: str = "minmax",
-    exact_input_range: bool = True,
-    threads: int | None = None,
-) -> bytes:
-    """Static int8 quantization: int8 weights, activations, input and outputs."""
-    from ai_edge_litert.interpreter import Interpreter
-    from ai_edge_quantizer import calibrator, quantizer, recipe, recipe_manager
-    from ai_edge_quantizer.utils import qsv_utils
-
-    from ..runtime.backends import default_threads
-
-    if ranges not in CALIB_RANGES:
-        raise ExportError(
-            f"calibration ranges must be one of {', '.join(CALIB_RANGES)}, got {ranges!r}"
-        )
-    manager = recipe_manager.RecipeManager()
-    manager.load_quantization_recipe(recipe.static_wi8_ai8())
-    calib = calibrator.Calibrator(
-        bytes(float_model),
-        num_threads=threads or default_threads(),
-        qsv_update_func=getattr(qsv_utils, CALIB_RANGES[ranges]),
-    )
-    calib.calibrate({SIGNATURE: calibration}, manager)
-    result = calib.get_model_qsvs()
-    if exact_input_range:
-        name = Interpreter(model_content=float_model).get_input_details()[0]["name"]
-        if name not in result:
-            raise ExportError(f"calibration recorded no range for the input tensor {name!r}")
-        ref = result[name]["min"]
-        result[name] = {"min": np.zeros_like(ref), "max": np.ones_like(ref)}
-    dead = sorted(k for k, v in result.items() if np.all(v["min"] == 0) and np.all(v["max"] == 0))
-    if dead:
-        # A constant-zero activation gets a zero scale, and the int32 bias after it overflows.
-        LOGGER.warning(
-            "%d activation tensors were constant 0 on the calibration set, e.g. %s",
-            len(dead),
-            dead[0],
-        )
-    qt = quantizer.Quantizer(bytearray(float_model))
-    qt.load_quantization_recipe(manager.get_quantization_recipe())
-    with np.errstate(invalid="ignore", over="ignore"):
-        quantized = qt.quantize(result, enable_progress_report=False).quantized_model
-    return bytes(quantized)
 
 
 # ----------------------------------------------------------------------------- flatbuffer I/O
@@ -281,7 +204,6 @@ def _version(dist: str) -> str:
 class TFLiteExporter(Exporter):
     """FP32 / FP16-weights / full-integer INT8 ``.tflite`` for Raspberry Pi (XNNPACK)."""
 
-    target = "rpi"
     options_type = TFLiteOptions
 
     def build(self, job: ExportJob, staging: Path) -> Artifact:
@@ -295,14 +217,15 @@ class TFLiteExporter(Exporter):
         io_note = ""
         if job.precision == "fp16":
             t1 = time.perf_counter()
-            model = quantize_fp16_weights(model)
+            model = quantize_tflite_fp16_weights(model)
             timings["quantize_s"] = round(time.perf_counter() - t1, 2)
         elif job.precision == "int8":
-            images = job.calibration_images()  # records the calibration provenance
             t1 = time.perf_counter()
-            model = quantize_full_integer(
+            model = quantize_tflite_full_integer(
                 model,
-                CalibrationFeed(images, job.imgsz),
+                job.calibration(),
+                job.imgsz,
+                signature=SIGNATURE,
                 ranges=opts.calib_ranges,
                 exact_input_range=opts.exact_input_range,
                 threads=opts.calib_threads,

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from ..contract import STRIDES, inference_name
+from ..errors import first_line
 from ..fileio import atomic_output
 from .gelan import YOLO, GELANConfig
 
@@ -84,8 +86,7 @@ def load_checkpoint(
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and weights_only errors all mean "not ours"
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a valid edge-yolo checkpoint ({reason})") from e
+        raise CheckpointError(f"{path}: not a valid edge-yolo checkpoint ({first_line(e)})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: not an edge-yolo checkpoint (no '{FORMAT}' header); reference YOLOv9 "
@@ -99,7 +100,7 @@ def load_checkpoint(
     for key in ("model", "config", "num_classes", "names", "state_dict"):
         if key not in ckpt:
             raise CheckpointError(f"{path}: checkpoint is missing '{key}'")
-    if model is not None and _base_name(ckpt["model"]) != _base_name(model):
+    if model is not None and inference_name(ckpt["model"]) != inference_name(model):
         raise CheckpointError(
             f"{path}: checkpoint is for model {ckpt['model']!r}, expected {model!r}"
         )
@@ -110,14 +111,9 @@ def load_checkpoint(
     return ckpt
 
 
-def _base_name(name: str) -> str:
-    # yolov9-t and gelan-t share the inference network; a checkpoint of either serves both.
-    return name.lower().replace("yolov9-", "gelan-")
-
-
 def model_from_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike = "<checkpoint>") -> YOLO:
     cfg = dict(ckpt["config"])
-    cfg["strides"] = tuple(cfg.get("strides", (8, 16, 32)))
+    cfg["strides"] = tuple(cfg.get("strides", STRIDES))
     try:
         config = GELANConfig(**cfg)
     except TypeError as e:

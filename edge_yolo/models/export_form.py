@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..contract import OUTPUT_NAMES
 from .decode import flatten_outputs
 
-OUTPUT_NAMES = ("box_dist", "cls_logits")
+__all__ = ["OUTPUT_NAMES", "ExportModel"]
 
 
 class ExportModel(nn.Module):
@@ -15,7 +16,7 @@ class ExportModel(nn.Module):
     ``cls_logits (B, nc, A)``, anchors in level order P3, P4, P5, each row-major.
 
     Boxes and scores stay in separate tensors and undecoded: per-tensor INT8 quantization of
-    a tensor mixing pixel-scale boxes with 0..1 scores collapses the scores (MODEL_FACTS.md).
+    a tensor mixing pixel-scale boxes with 0..1 scores collapses the scores (docs/MODEL_FACTS.md).
     """
 
     def __init__(self, model: nn.Module) -> None:

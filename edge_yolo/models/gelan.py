@@ -5,7 +5,7 @@ YOLOv9: Learning What You Want to Learn Using Programmable Gradient Information
 FPN-style neck and head on the shared backbone during training (:mod:`.pgi`) that
 :meth:`YOLO.drop_auxiliary` removes, leaving exactly GELAN.
 
-Layer numbers in comments refer to the table in MODEL_FACTS.md (t widths; s doubles them).
+Layer numbers in comments refer to the table in docs/MODEL_FACTS.md (t widths; s doubles them).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..contract import REG_MAX, STRIDES, inference_name
 from .head import DDetect, LevelOutput
 from .layers import ELAN1, SPPELAN, AConv, Conv, RepNCSPELAN4
 from .pgi import AuxiliaryBranch
@@ -32,8 +33,8 @@ class GELANConfig:
     depth: int = 3
     pgi: bool = False
     num_classes: int = 80
-    reg_max: int = 16
-    strides: tuple[int, int, int] = (8, 16, 32)
+    reg_max: int = REG_MAX
+    strides: tuple[int, int, int] = STRIDES
     # (box, class) branch widths of the heads; None = head.head_widths' rule. Pretrained
     # reference weights fix them (the official YOLOv9-T class branch is 128 wide).
     head_widths: tuple[int, int] | None = None
@@ -49,8 +50,8 @@ class GELANConfig:
             raise ValueError(f"{self.name}: num_classes must be >= 1, got {self.num_classes}")
         if self.reg_max < 2:
             raise ValueError(f"{self.name}: reg_max must be >= 2, got {self.reg_max}")
-        if tuple(self.strides) != (8, 16, 32):
-            raise ValueError(f"{self.name}: strides must be (8, 16, 32), got {self.strides}")
+        if tuple(self.strides) != STRIDES:
+            raise ValueError(f"{self.name}: strides must be {STRIDES}, got {self.strides}")
         if self.head_widths is not None and (
             len(self.head_widths) != 2 or min(self.head_widths) < 1 or self.head_widths[0] % 4
         ):
@@ -67,7 +68,7 @@ class GELANConfig:
 
     def inference_config(self) -> GELANConfig:
         """The same network without the PGI branch (``yolov9-t`` -> ``gelan-t``)."""
-        name = self.name.replace("yolov9-", "gelan-") if self.pgi else self.name
+        name = inference_name(self.name) if self.pgi else self.name
         return dataclasses.replace(self, name=name, pgi=False)
 
 

@@ -27,7 +27,7 @@ def head_widths(in_channels: tuple[int, ...], num_classes: int, reg_max: int) ->
 
     The class branch uses ``max(ch0, min(nc, 100))``: it reproduces the published YOLOv9-T
     size (2.0M / 7.7G) while the official config code's ``min(2*nc, 128)`` does not, and
-    both rules give the same YOLOv9-S (see MODEL_FACTS.md).
+    both rules give the same YOLOv9-S (see docs/MODEL_FACTS.md).
     """
     ch0 = in_channels[0]
     c_box = _round_up(max(ch0 // 4, reg_max * 4, 16), 4)

@@ -1,10 +1,24 @@
-"""Quantization: calibration data and post-training quantization (NNCF, onnxruntime).
+"""Quantization: how each target's model is quantized, from one calibration set.
 
-Host-side only; every library (nncf, openvino, onnxruntime) is imported inside the function
-that needs it.
+Host-side only; every library (nncf, openvino, onnxruntime, ai-edge-quantizer) is imported
+inside the function that needs it. :mod:`edge_yolo.export` only packages what this produces.
 """
 
-from .calibration import cpu_has_vnni, resolve_overflow_fix
-from .ptq import quantize_openvino, quantize_qdq_onnx
+from .calibration import CalibrationError, CalibrationSet
+from .ptq import (
+    quantize_openvino,
+    quantize_qdq_onnx,
+    quantize_tflite_fp16_weights,
+    quantize_tflite_full_integer,
+    resolve_overflow_fix,
+)
 
-__all__ = ["cpu_has_vnni", "quantize_openvino", "quantize_qdq_onnx", "resolve_overflow_fix"]
+__all__ = [
+    "CalibrationError",
+    "CalibrationSet",
+    "quantize_openvino",
+    "quantize_qdq_onnx",
+    "quantize_tflite_fp16_weights",
+    "quantize_tflite_full_integer",
+    "resolve_overflow_fix",
+]

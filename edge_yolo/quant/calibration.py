@@ -1,63 +1,135 @@
-"""Calibration data for post-training quantization, and the CPU facts that shape it.
+"""The calibration set: one place that loads calibration images and feeds every quantizer.
 
-Calibration blobs are the images letterboxed and normalised exactly as the runtime does
-(:func:`edge_yolo.runtime.processing.preprocess`), so the activation ranges the quantizer
-measures are the ones the device will see.
+A :class:`CalibrationSet` holds the decoded images with their provenance (source, split, how
+many were asked for and found, a hash over the pixels) and hands them to each library in the
+form it takes: NNCF datasets, onnxruntime's calibration reader, ai-edge-quantizer's signature
+feed. Every form letterboxes and normalises with :func:`edge_yolo.runtime.processing.preprocess`,
+the runtime's own code, so the ranges a quantizer measures are the ones the device will see.
+Blobs are made one at a time: 300 images at 640 px would be 1.5 GB of float32.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+import hashlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+from ..runtime.bundle import Calibration
+from ..runtime.processing import preprocess
+
+LOGGER = logging.getLogger(__name__)
+
+DEFAULT_SIZE = 300
+DEFAULT_SPLIT = "train"
 
 
-def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
-    """The CPU feature flags (Linux); empty when they cannot be read."""
-    try:
-        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return set()
+class CalibrationError(ValueError):
+    """Calibration images that cannot be had; says from where and why."""
 
 
-def cpu_has_vnni(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
-    """True when the CPU has an int8 dot-product instruction (AVX512-VNNI, AVX-VNNI, AMX)."""
-    return bool(cpu_flags(cpuinfo) & set(VNNI_FLAGS))
+def sha256_images(images: list[np.ndarray]) -> str:
+    """Hash over the decoded pixels (shape + bytes, in order): identical calibration sets match
+    whatever their file encoding."""
+    h = hashlib.sha256()
+    for im in images:
+        h.update(str(im.shape).encode())
+        h.update(np.ascontiguousarray(im).tobytes())
+    return h.hexdigest()
 
 
-def resolve_overflow_fix(setting: str, cpuinfo: str | Path = "/proc/cpuinfo") -> str:
-    """``auto`` -> ``enable`` on CPUs without VNNI, ``disable`` with it; else the setting.
+@dataclass
+class CalibrationSet:
+    """Calibration images (BGR uint8) and where they came from."""
 
-    Without VNNI, OpenVINO's int8 convolutions go through 16-bit pairwise sums (pmaddubsw)
-    that saturate with full 8-bit weights; NNCF's overflow fix stores weights in 7 bits to
-    avoid that. With VNNI it only costs accuracy.
-    """
-    allowed = ("auto", "enable", "first_layer_only", "disable")
-    if setting not in allowed:
-        raise ValueError(f"overflow_fix must be one of {', '.join(allowed)}, got {setting!r}")
-    if setting != "auto":
-        return setting
-    return "disable" if cpu_has_vnni(cpuinfo) else "enable"
+    images: list[np.ndarray]
+    source: str
+    split: str = DEFAULT_SPLIT
+    requested: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.images:
+            raise CalibrationError(f"{self.source}: no calibration images")
+        self.sha256 = sha256_images(self.images)
+
+    @classmethod
+    def load(
+        cls, source: str, size: int = DEFAULT_SIZE, *, split: str = DEFAULT_SPLIT, seed: int = 0
+    ) -> CalibrationSet:
+        """Up to ``size`` images of ``split`` from a dataset spec, or from an image folder (a
+        seeded random subset when there are more, so calibration covers the whole set)."""
+        from ..data import DatasetError, load_images
+
+        try:
+            images = load_images(source, size, split=split, seed=seed)
+        except (OSError, ValueError, DatasetError) as e:
+            raise CalibrationError(f"calibration images from {source}: {e}") from e
+        found = cls(images, str(source), split, size)
+        if len(images) < size:
+            LOGGER.warning(
+                "calibration: %d images asked for, %s [%s] has %d", size, source, split, len(images)
+            )
+        LOGGER.info("calibration: %d images from %s [%s]", len(images), source, split)
+        return found
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def provenance(self) -> Calibration:
+        """What the bundle's metadata records about this set."""
+        return Calibration(
+            dataset=self.source,
+            num_images=len(self.images),
+            sha256=self.sha256,
+            split=self.split,
+            requested=self.requested or len(self.images),
+        )
+
+    def blobs(self, imgsz: int, layout: str = "NCHW") -> Iterator[np.ndarray]:
+        """Letterboxed, normalised ``(1, 3, S, S)`` blobs (NHWC on request), one at a time."""
+        for image in self.images:
+            yield preprocess(image, imgsz, layout=layout)[0]
+
+    # -- one feed per quantization library ----------------------------------------------------
+
+    def nncf_dataset(self, imgsz: int) -> Any:
+        """An ``nncf.Dataset`` yielding NCHW blobs."""
+        import nncf
+
+        return nncf.Dataset(self.images, lambda im: preprocess(im, imgsz)[0])
+
+    def onnx_reader(self, input_name: str, imgsz: int) -> Any:
+        """onnxruntime's ``CalibrationDataReader`` protocol (``get_next`` / ``rewind``)."""
+        return _BlobReader(self, input_name, imgsz)
+
+    def signature_feed(self, input_name: str, imgsz: int, layout: str = "NHWC") -> Any:
+        """Re-iterable ``{input_name: blob}`` dicts (ai-edge-quantizer walks them twice)."""
+        return _SignatureFeed(self, input_name, imgsz, layout)
 
 
-class BlobReader:
-    """onnxruntime ``CalibrationDataReader`` protocol over preprocessed blobs."""
-
-    def __init__(self, input_name: str, blobs: Sequence[np.ndarray]) -> None:
-        self.input_name = input_name
-        self.blobs = list(blobs)
-        self._it: Iterator[np.ndarray] = iter(self.blobs)
+class _BlobReader:
+    def __init__(self, calib: CalibrationSet, input_name: str, imgsz: int) -> None:
+        self.calib, self.input_name, self.imgsz = calib, input_name, imgsz
+        self.rewind()
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         blob = next(self._it, None)
         return None if blob is None else {self.input_name: blob}
 
     def rewind(self) -> None:
-        self._it = iter(self.blobs)
+        self._it = self.calib.blobs(self.imgsz)
+
+
+class _SignatureFeed:
+    def __init__(self, calib: CalibrationSet, input_name: str, imgsz: int, layout: str) -> None:
+        self.calib, self.input_name, self.imgsz, self.layout = calib, input_name, imgsz, layout
+
+    def __len__(self) -> int:
+        return len(self.calib)
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        for blob in self.calib.blobs(self.imgsz, self.layout):
+            yield {self.input_name: blob}

@@ -3,7 +3,9 @@
 A bundle is a directory ``<name>-<target>-<precision>/`` holding the model file(s) and this
 metadata; the same JSON is embedded in the model file where the format allows (ONNX
 ``metadata_props``, OpenVINO ``rt_info``, TFLite metadata) under the key :data:`META_KEY`, so
-a lone model file still loads. Parsed into dataclasses, never evaluated. numpy-only.
+a lone model file still loads. This module knows the schema and the JSON only; each runtime
+backend reads the copy embedded in its own file format. Parsed into dataclasses, never
+evaluated. Standard library only.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..contract import BACKENDS
+from ..errors import refuse_unknown_keys
 from ..fileio import atomic_write_text
 
 FORMAT_VERSION = 1
 META_FILE = "edge_yolo.json"
 META_KEY = "edge_yolo"
-
-BACKENDS = ("onnxruntime", "openvino", "tflite", "tensorrt", "torch")
 
 
 class BundleError(ValueError):
@@ -48,7 +50,9 @@ class TensorSpec:
 class Calibration:
     dataset: str = ""
     num_images: int = 0
-    sha256: str = ""  # hash over the calibration images' bytes, in order
+    sha256: str = ""  # hash over the calibration images' decoded pixels, in order
+    split: str = ""  # the dataset split the images came from ("" for an image folder)
+    requested: int = 0  # how many were asked for (more than num_images when the set was short)
 
 
 @dataclass
@@ -116,10 +120,7 @@ class BundleMeta:
                 f"{source}: bundle format {version!r} is newer than this edge-yolo reads "
                 f"({FORMAT_VERSION}); upgrade edge-yolo"
             )
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BundleError(f"{source}: unknown metadata keys {unknown}")
+        refuse_unknown_keys(data, {f.name for f in dataclasses.fields(cls)}, source, BundleError)
         try:
             d = dict(data)
             d["inputs"] = [TensorSpec(**t) for t in d.get("inputs", [])]
@@ -151,77 +152,3 @@ class BundleMeta:
 
     def write(self, bundle_dir: str | os.PathLike) -> Path:
         return atomic_write_text(Path(bundle_dir) / META_FILE, self.to_json() + "\n")
-
-
-def read_embedded(model_path: str | os.PathLike) -> BundleMeta:
-    """The metadata embedded in a lone model file under :data:`META_KEY`.
-
-    Each format is read with its own runtime library (imported here, lazily): onnxruntime for
-    ONNX ``metadata_props``, OpenVINO for IR ``rt_info``, the LiteRT flatbuffer schema for
-    TFLite metadata. A damaged file raises :class:`BundleError` naming it.
-    """
-    path = Path(model_path)
-    suffix = path.suffix.lower()
-    readers = {".onnx": _embedded_onnx, ".xml": _embedded_openvino, ".tflite": _embedded_tflite}
-    reader = readers.get(suffix)
-    if reader is None:
-        raise BundleError(
-            f"{path}: {suffix or 'this file'} files carry no embedded edge-yolo metadata"
-        )
-    if not path.is_file():
-        raise BundleError(f"{path}: no such model file")
-    text = reader(path)
-    if text is None:
-        raise BundleError(
-            f"{path}: the model file has no '{META_KEY}' metadata; load the bundle directory "
-            f"(with its {META_FILE}) instead of the lone file"
-        )
-    return BundleMeta.from_json(text, f"{path} (embedded metadata)")
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__
-
-
-def _embedded_onnx(path: Path) -> str | None:
-    import onnxruntime as ort
-
-    try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
-        raise BundleError(
-            f"{path}: not a loadable ONNX model, truncated or corrupt? ({_first_line(e)})"
-        ) from e
-    return session.get_modelmeta().custom_metadata_map.get(META_KEY)
-
-
-def _embedded_openvino(path: Path) -> str | None:
-    import openvino as ov
-
-    try:
-        model = ov.Core().read_model(str(path))
-    except Exception as e:
-        raise BundleError(
-            f"{path}: not a loadable OpenVINO IR (.xml + .bin), truncated or corrupt? "
-            f"({_first_line(e)})"
-        ) from e
-    if not model.has_rt_info([META_KEY]):
-        return None
-    value = model.get_rt_info([META_KEY])
-    value = value.astype(str) if hasattr(value, "astype") else value
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def _embedded_tflite(path: Path) -> str | None:
-    # Our own bounds-checked flatbuffer reader: needs no TFLite package, so a lone .tflite
-    # opens on a device that only has tflite-runtime.
-    from .backends.tflite import TFLiteFile
-
-    try:
-        raw = TFLiteFile(path.read_bytes()).metadata(META_KEY)
-        return None if raw is None else raw.decode("utf-8")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BundleError(
-            f"{path}: not a readable TFLite model, truncated or corrupt? ({_first_line(e)})"
-        ) from e

@@ -1,10 +1,12 @@
-"""``edge-yolo verify BUNDLE``: prove the device's runtime computes what the export host did.
+"""Output agreement, and ``edge-yolo verify BUNDLE``: does this runtime compute what the host did?
 
-The exporter stores a few letterboxed inputs and the raw outputs its host runtime produced for
-them (``reference.npz``). This runs the same inputs through the bundle's backend here and
-compares scores (sigmoid of the class logits) and DFL box distances (stride units), with
-tolerances that depend on the precision: an fp16 or int8 engine built on the device (TensorRT)
-or another CPU's int8 kernels legitimately differ a little from the host's numbers.
+:func:`compare_outputs` is the one measure of how far two sets of raw outputs are apart:
+scores (sigmoid of the class logits), DFL box distances (stride units) and whether the best
+class agrees where the reference is confident. The exporter uses it to record the artifact's
+agreement with the float model; ``verify`` uses it to compare the bundle's backend here with
+the outputs the exporter stored (``reference.npz``), with tolerances that depend on the
+precision: an fp16 or int8 engine built on the device (TensorRT) or another CPU's int8
+kernels legitimately differ a little from the host's numbers.
 """
 
 from __future__ import annotations
@@ -16,12 +18,50 @@ from pathlib import Path
 
 import numpy as np
 
+from .processing import dfl_decode, sigmoid
+
 #: precision -> (max |score difference|, mean |box distance difference| in stride units)
 TOLERANCES: dict[str, tuple[float, float]] = {
     "fp32": (1e-3, 1e-3),
     "fp16": (0.02, 0.02),
     "int8": (0.1, 0.1),
 }
+
+
+def compare_outputs(
+    box: np.ndarray,
+    cls: np.ndarray,
+    ref_box: np.ndarray,
+    ref_cls: np.ndarray,
+    reg_max: int,
+) -> dict[str, float]:
+    """Agreement of raw outputs ``(B, 4*reg_max, A)``, ``(B, nc, A)`` with reference ones.
+
+    ``score_*``: |sigmoid difference| over every anchor and class; ``dist_*``: |DFL expected
+    distance difference| in stride units over every anchor and side; ``top_class_agreement``:
+    share of the anchors the reference scores at >= min(0.25, its 99th percentile) whose best
+    class is the same.
+    """
+    if box.shape != ref_box.shape or cls.shape != ref_cls.shape:
+        raise ValueError(
+            f"outputs of shape {box.shape}, {cls.shape} do not match the reference's "
+            f"{ref_box.shape}, {ref_cls.shape}"
+        )
+    score_diff = np.abs(sigmoid(cls.astype(np.float32)) - sigmoid(ref_cls.astype(np.float32)))
+    dist_diff, agree = [], []
+    for i in range(len(box)):
+        dist_diff.append(np.abs(dfl_decode(box[i], reg_max) - dfl_decode(ref_box[i], reg_max)))
+        ref_score = sigmoid(ref_cls[i].astype(np.float32)).max(0)
+        sel = ref_score >= min(0.25, float(np.quantile(ref_score, 0.99)))
+        agree.append(np.mean(cls[i][:, sel].argmax(0) == ref_cls[i][:, sel].argmax(0)))
+    dist = np.concatenate([d.ravel() for d in dist_diff])
+    return {
+        "score_mean_abs_diff": float(score_diff.mean()),
+        "score_max_abs_diff": float(score_diff.max()),
+        "dist_mean_abs_diff": float(dist.mean()),
+        "dist_max_abs_diff": float(dist.max()),
+        "top_class_agreement": float(np.mean(agree)),
+    }
 
 
 @dataclass
@@ -52,14 +92,13 @@ def verify_bundle(
     """Run the bundle's reference inputs and compare with the outputs stored at export."""
     from .bundle import BundleError
     from .detector import Detector
-    from .processing import dfl_decode, sigmoid
 
     det = Detector(bundle, device=device, threads=threads, backend=backend)
     meta = det.meta
     root = Path(bundle) if Path(bundle).is_dir() else Path(bundle).parent
     if not meta.references:
         raise BundleError(f"{root}: the bundle stores no reference inputs/outputs to verify")
-    score_diff, dist_diff, n = [], [], 0
+    got, want = [], []
     for name in meta.references:
         path = root / name
         try:
@@ -67,19 +106,21 @@ def verify_bundle(
                 images, want_box, want_cls = ref["images"], ref["box_dist"], ref["cls_logits"]
         except (OSError, KeyError, ValueError) as e:
             raise BundleError(f"{path}: unreadable reference file ({e})") from e
-        got_box, got_cls = det.backend.infer(images.astype(np.float32))
-        if got_box.shape != want_box.shape or got_cls.shape != want_cls.shape:
-            raise BundleError(
-                f"{path}: outputs of shape {got_box.shape}, {got_cls.shape} do not match the "
-                f"references' {want_box.shape}, {want_cls.shape}"
-            )
-        for i in range(len(images)):
-            score_diff.append(np.abs(sigmoid(got_cls[i]) - sigmoid(want_cls[i])).max())
-            d = dfl_decode(got_box[i], meta.reg_max) - dfl_decode(want_box[i], meta.reg_max)
-            dist_diff.append(np.abs(d).mean())
-            n += 1
+        got.append(det.backend.infer(images.astype(np.float32)))
+        want.append((want_box, want_cls))
+    try:
+        agreement = compare_outputs(
+            *(np.concatenate([g[k] for g in got]) for k in (0, 1)),
+            *(np.concatenate([w[k] for w in want]) for k in (0, 1)),
+            meta.reg_max,
+        )
+    except ValueError as e:
+        raise BundleError(f"{root}: {e}") from e
     score_tol, dist_tol = TOLERANCES.get(meta.precision, TOLERANCES["int8"])
-    return VerifyResult(n, float(max(score_diff)), float(np.mean(dist_diff)), score_tol, dist_tol)
+    n = sum(len(w[0]) for w in want)
+    return VerifyResult(
+        n, agreement["score_max_abs_diff"], agreement["dist_mean_abs_diff"], score_tol, dist_tol
+    )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

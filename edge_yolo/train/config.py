@@ -1,7 +1,7 @@
 """Training recipes: one typed dataclass, filled from YAML, refusing keys it does not know.
 
 The dataclass defaults *are* the documented base: the reference YOLOv9 COCO schedule
-(MODEL_FACTS.md, "Training recipe of the reference"). A recipe file states only what differs
+(docs/MODEL_FACTS.md, "Reference training recipe"). A recipe file states only what differs
 from it (YOLOX-style), except ``recipes/coco-yolov9-s.yaml``, which spells the reference out
 in full and is checked against these defaults by the tests. Command-line flags override
 recipe values, which override the defaults.
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ..errors import refuse_unknown_keys
 
 
 class RecipeError(ValueError):
@@ -140,12 +142,7 @@ def _check_type(name: str, value: Any, source: str) -> Any:
 
 def config_from_dict(values: dict[str, Any], source: str = "<dict>") -> TrainConfig:
     """Build a config from a mapping, refusing unknown keys and values of the wrong type."""
-    unknown = sorted(set(values) - set(FIELDS))
-    if unknown:
-        raise RecipeError(
-            f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; "
-            f"known keys: {', '.join(sorted(FIELDS))}"
-        )
+    refuse_unknown_keys(values, FIELDS, source, RecipeError)
     checked = {k: _check_type(k, v, source) for k, v in values.items()}
     try:
         return TrainConfig(**checked)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import BundleMeta
+from ...contract import OUTPUT_NAMES, num_anchors
+from ..bundle import META_FILE, META_KEY, BundleError, BundleMeta
 
 
 class BackendError(RuntimeError):
@@ -46,10 +47,27 @@ class Backend(ABC):
 
     @classmethod
     def read_metadata(cls, model_path: Path) -> BundleMeta:
-        """The metadata embedded in a lone model file (a bundle has ``edge_yolo.json`` instead)."""
-        from ..bundle import read_embedded
+        """The metadata embedded in a lone model file (a bundle has ``edge_yolo.json`` instead),
+        parsed and checked; :class:`BundleError` names the file."""
+        path = Path(model_path)
+        if not path.is_file():
+            raise BundleError(f"{path}: no such model file")
+        text = cls.embedded_metadata(path)
+        if text is None:
+            raise BundleError(
+                f"{path}: the model file has no '{META_KEY}' metadata; load the bundle directory "
+                f"(with its {META_FILE}) instead of the lone file"
+            )
+        return BundleMeta.from_json(text, f"{path} (embedded metadata)")
 
-        return read_embedded(model_path)
+    @classmethod
+    def embedded_metadata(cls, model_path: Path) -> str | None:
+        """The JSON text stored under ``META_KEY`` inside a model file of this backend's format
+        (None when absent); :class:`BundleError` when the file cannot be read as that format."""
+        raise BundleError(
+            f"{model_path}: {model_path.suffix or 'this file'} files carry no embedded edge-yolo "
+            f"metadata; load the bundle directory (with its {META_FILE}) instead"
+        )
 
     @classmethod
     def missing_message(cls) -> str:
@@ -87,8 +105,8 @@ class Backend(ABC):
                 f"{self.model_path}: metadata says input {meta.layout} {list(want)} but the model "
                 f"takes {list(input_shape)}"
             )
-        anchors = sum((-(-h // s)) * (-(-w // s)) for s in meta.strides)
-        expect = {"box_dist": 4 * meta.reg_max, "cls_logits": meta.num_classes}
+        anchors = num_anchors(h, w, meta.strides)
+        expect = dict(zip(OUTPUT_NAMES, (4 * meta.reg_max, meta.num_classes)))
         for name, channels in expect.items():
             shape = output_shapes.get(name)
             if shape is None:

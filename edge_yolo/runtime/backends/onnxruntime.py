@@ -7,7 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import BundleMeta
+from ...contract import OUTPUT_NAMES
+from ...errors import first_line
+from ..bundle import META_KEY, BundleError, BundleMeta
+from ..onnx_file import read_onnx_metadata
 from .base import Backend, BackendError
 
 #: ``device`` -> execution providers to try, in order (CPU always last as the fallback).
@@ -52,10 +55,9 @@ class OnnxRuntimeBackend(Backend):
         try:
             self.session = ort.InferenceSession(str(self.model_path), opts, providers=providers)
         except Exception as e:  # onnxruntime raises Fail / InvalidProtobuf / InvalidGraph
-            reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             raise BackendError(
                 f"{self.model_path}: onnxruntime cannot load this model, truncated or corrupt? "
-                f"({reason})"
+                f"({first_line(e)})"
             ) from e
         (inp,) = self.session.get_inputs()
         self.input_name = inp.name
@@ -67,6 +69,16 @@ class OnnxRuntimeBackend(Backend):
     @classmethod
     def available(cls) -> bool:
         return importlib.util.find_spec("onnxruntime") is not None
+
+    @classmethod
+    def embedded_metadata(cls, model_path: Path) -> str | None:
+        """``metadata_props`` read straight from the file (no session is built for it)."""
+        try:
+            return read_onnx_metadata(model_path).get(META_KEY)
+        except (OSError, ValueError) as e:
+            raise BundleError(
+                f"{model_path}: not a loadable ONNX model, truncated or corrupt? ({e})"
+            ) from e
 
     @property
     def max_batch(self) -> int:
@@ -83,7 +95,9 @@ class OnnxRuntimeBackend(Backend):
             parts = [self.infer(blob[i : i + 1]) for i in range(blob.shape[0])]
             return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         try:
-            box, cls = self.session.run(["box_dist", "cls_logits"], {self.input_name: blob})
+            box, cls = self.session.run(list(OUTPUT_NAMES), {self.input_name: blob})
         except Exception as e:
-            raise BackendError(f"{self.model_path}: onnxruntime inference failed ({e})") from e
+            raise BackendError(
+                f"{self.model_path}: onnxruntime inference failed ({first_line(e)})"
+            ) from e
         return box.astype(np.float32, copy=False), cls.astype(np.float32, copy=False)

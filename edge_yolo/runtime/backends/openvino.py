@@ -7,13 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import BundleMeta
+from ...contract import OUTPUT_NAMES
+from ...errors import first_line
+from ..bundle import META_KEY, BundleError, BundleMeta
 from .base import Backend, BackendError
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__
 
 
 class OpenVINOBackend(Backend):
@@ -40,7 +37,7 @@ class OpenVINOBackend(Backend):
         except Exception as e:  # OpenVINO raises RuntimeError with a long C++ trace
             raise BackendError(
                 f"{path}: OpenVINO cannot read this IR (.xml + .bin), truncated or corrupt? "
-                f"({_first_line(e)})"
+                f"({first_line(e)})"
             ) from e
         inp = model.inputs[0]
         batch = inp.get_partial_shape()[0]
@@ -63,14 +60,34 @@ class OpenVINOBackend(Backend):
             self.compiled = core.compile_model(model, target, config)
         except Exception as e:
             raise BackendError(
-                f"{path}: OpenVINO cannot compile the model for {target} ({_first_line(e)})"
+                f"{path}: OpenVINO cannot compile the model for {target} ({first_line(e)})"
             ) from e
         self.request = self.compiled.create_infer_request()
-        self._outputs = [self.compiled.output(n) for n in ("box_dist", "cls_logits")]
+        self._outputs = [self.compiled.output(n) for n in OUTPUT_NAMES]
 
     @classmethod
     def available(cls) -> bool:
         return importlib.util.find_spec("openvino") is not None
+
+    @classmethod
+    def embedded_metadata(cls, model_path: Path) -> str | None:
+        """The IR's ``rt_info`` entry."""
+        import json
+
+        import openvino as ov
+
+        try:
+            model = ov.Core().read_model(str(model_path))
+        except Exception as e:
+            raise BundleError(
+                f"{model_path}: not a loadable OpenVINO IR (.xml + .bin), truncated or corrupt? "
+                f"({first_line(e)})"
+            ) from e
+        if not model.has_rt_info([META_KEY]):
+            return None
+        value = model.get_rt_info([META_KEY])
+        value = value.astype(str) if hasattr(value, "astype") else value
+        return value if isinstance(value, str) else json.dumps(value)
 
     @property
     def max_batch(self) -> int:
@@ -90,7 +107,7 @@ class OpenVINOBackend(Backend):
             result = self.request.infer({0: blob})
         except Exception as e:
             raise BackendError(
-                f"{self.model_path}: OpenVINO inference failed ({_first_line(e)})"
+                f"{self.model_path}: OpenVINO inference failed ({first_line(e)})"
             ) from e
         # the request reuses its output buffers: copy before the next call overwrites them
         box, cls = (np.array(result[o], dtype=np.float32, copy=True) for o in self._outputs)

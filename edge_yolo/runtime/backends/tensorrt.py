@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ...fileio import atomic_write_bytes
+from ...fileio import atomic_write_bytes, sha256_file
 from ..bundle import META_FILE, BundleError, BundleMeta
 from .base import Backend, BackendError
 
@@ -77,14 +77,6 @@ class EngineKey:
             f"{stem}-trt{self.tensorrt_version}-{gpu}-sm{major}{minor}-{self.precision}"
             f"-b{self.max_batch}-{self.digest()}.engine"
         )
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def default_cache_dir() -> Path:
@@ -213,6 +205,13 @@ class TensorRTBackend(Backend):
             )
         return super().read_metadata(model_path)
 
+    @classmethod
+    def embedded_metadata(cls, model_path: Path) -> str | None:
+        """A Jetson bundle's ONNX carries the metadata like any ONNX file."""
+        from .onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend.embedded_metadata(model_path)
+
     # ------------------------------------------------------------------ DEVICE-ONLY
 
     def _gpu_properties(self) -> tuple[str, tuple[int, int]]:
@@ -228,7 +227,7 @@ class TensorRTBackend(Backend):
     def _cached_engine(self, cache_dir: str | os.PathLike | None) -> Path:
         gpu_name, cc = self._gpu_properties()
         key = EngineKey(
-            onnx_sha256=file_sha256(self.model_path),
+            onnx_sha256=sha256_file(self.model_path),
             tensorrt_version=self._trt.__version__,
             gpu_name=gpu_name,
             compute_capability=cc,

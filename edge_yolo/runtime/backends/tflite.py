@@ -10,18 +10,19 @@ file itself declares, after checking them against the metadata.
 from __future__ import annotations
 
 import importlib.util
-import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..bundle import META_FILE, META_KEY, BundleError, BundleMeta
+from ...contract import OUTPUT_NAMES
+from ...errors import first_line
+from ..bundle import META_KEY, BundleError, BundleMeta
 from ..processing import dequantize, quantize
+from ..tflite_file import read_metadata
 from .base import Backend, BackendError
 
 SIGNATURE = "serving_default"
-OUTPUT_NAMES = ("box_dist", "cls_logits")
 
 
 def _interpreter_class() -> Any:
@@ -56,7 +57,7 @@ class TFLiteBackend(Backend):
             raise BackendError(f"{path}: cannot read the TFLite model ({e.strerror})") from e
         try:
             # tflite-runtime does not verify the flatbuffer and crashes on a cut-off file.
-            check_flatbuffer(data)
+            read_metadata(data, META_KEY)
         except ValueError as e:
             raise BackendError(
                 f"{path}: not a valid TFLite model, truncated or corrupt? ({e})"
@@ -69,9 +70,8 @@ class TFLiteBackend(Backend):
             self.interpreter = interpreter_cls(model_path=str(path), num_threads=self.threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise BackendError(
-                f"{path}: not a loadable TFLite model, truncated or corrupt? ({reason})"
+                f"{path}: not a loadable TFLite model, truncated or corrupt? ({first_line(e)})"
             ) from e
         self.runtime = interpreter_cls.__module__.split(".")[0]
         self._input, self._outputs = self._bind()
@@ -81,32 +81,18 @@ class TFLiteBackend(Backend):
         self._check_quantization()
 
     @classmethod
-    def read_metadata(cls, model_path: Path) -> BundleMeta:
-        """The bundle metadata embedded in a lone ``.tflite`` (read without any TFLite package,
-        so it works on tflite-runtime, which ships no schema)."""
-        path = Path(model_path)
+    def embedded_metadata(cls, model_path: Path) -> str | None:
+        """The model-metadata entry, read without any TFLite package (tflite-runtime ships no
+        schema), after checking that every tensor buffer lies inside the file."""
         try:
-            data = path.read_bytes()
+            raw = read_metadata(Path(model_path).read_bytes(), META_KEY)
+            return None if raw is None else raw.decode("utf-8")
         except OSError as e:
-            raise BundleError(f"{path}: cannot read the TFLite model ({e.strerror})") from e
-        try:
-            model = TFLiteFile(data)
-            model.check_buffers()
-            text = model.metadata(META_KEY)
-        except ValueError as e:
+            raise BundleError(f"{model_path}: cannot read the TFLite model ({e.strerror})") from e
+        except (ValueError, UnicodeDecodeError) as e:
             raise BundleError(
-                f"{path}: not a valid TFLite model, truncated or corrupt? ({e})"
+                f"{model_path}: not a valid TFLite model, truncated or corrupt? ({e})"
             ) from e
-        if text is None:
-            raise BundleError(
-                f"{path}: the model file has no '{META_KEY}' metadata; load the bundle directory "
-                f"(with its {META_FILE}) instead of the lone file"
-            )
-        try:
-            decoded = text.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise BundleError(f"{path}: embedded '{META_KEY}' metadata is not UTF-8 text") from e
-        return BundleMeta.from_json(decoded, f"{path} (embedded metadata)")
 
     @classmethod
     def available(cls) -> bool:
@@ -235,94 +221,3 @@ class TFLiteBackend(Backend):
         if out.shape[1] != channels:  # stored anchors-major (B, A, C): bring to (B, C, A)
             out = out.transpose(0, 2, 1)
         return np.ascontiguousarray(out)
-
-
-class TFLiteFile:
-    """Bounds-checked reads of the few TFLite flatbuffer fields the runtime needs.
-
-    tflite-runtime neither verifies a model on load (a cut-off file crashes the process) nor
-    ships the schema, so the runtime reads the tensor buffers' extents and the model-metadata
-    entries itself, refusing any reference past the end of the file. Not a full flatbuffer
-    verifier (ai-edge-litert runs one on load). Errors are ``ValueError`` with the reason.
-    """
-
-    # Field numbers in the TFLite schema (tensorflow/compiler/mlir/lite/schema/schema.fbs).
-    MODEL_BUFFERS, MODEL_METADATA = 4, 6
-    BUFFER_DATA, BUFFER_OFFSET, BUFFER_SIZE = 0, 1, 2
-    METADATA_NAME, METADATA_BUFFER = 0, 1
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        if len(data) < 8 or data[4:8] != b"TFL3":
-            raise ValueError("no TFL3 file identifier: not a TFLite flatbuffer")
-        self.root = self._read("<I", 0)
-
-    def _read(self, fmt: str, pos: int) -> int:
-        size, n = struct.calcsize(fmt), len(self.data)
-        if pos < 0 or pos + size > n:
-            raise ValueError(f"reference to byte {pos} past the end of the {n}-byte file")
-        return struct.unpack_from(fmt, self.data, pos)[0]
-
-    def _field(self, table: int, index: int) -> int | None:
-        vtable = table - self._read("<i", table)
-        slot = 4 + 2 * index
-        if slot >= self._read("<H", vtable):
-            return None
-        offset = self._read("<H", vtable + slot)
-        return table + offset if offset else None
-
-    def _vector(self, pos: int | None) -> tuple[int, int]:
-        """``(first element position, length)`` of the vector a field points to."""
-        if pos is None:
-            return 0, 0
-        start = pos + self._read("<I", pos)
-        length = self._read("<I", start)
-        return start + 4, length
-
-    def _tables(self, pos: int | None) -> list[int]:
-        start, count = self._vector(pos)
-        return [start + 4 * i + self._read("<I", start + 4 * i) for i in range(count)]
-
-    def _bytes(self, begin: int, length: int, what: str) -> bytes:
-        if begin + length > len(self.data):
-            raise ValueError(
-                f"{what} ends at byte {begin + length} of a {len(self.data)}-byte file"
-            )
-        return self.data[begin : begin + length]
-
-    def buffer(self, index: int) -> bytes:
-        """Contents of buffer ``index``: inline data, or offset/size past the flatbuffer."""
-        buffers = self._tables(self._field(self.root, self.MODEL_BUFFERS))
-        if not 0 <= index < len(buffers):
-            raise ValueError(f"buffer {index} does not exist ({len(buffers)} buffers)")
-        return self._buffer(buffers[index], index)
-
-    def _buffer(self, table: int, index: int) -> bytes:
-        begin, length = self._vector(self._field(table, self.BUFFER_DATA))
-        if length:
-            return self._bytes(begin, length, f"buffer {index}")
-        offset_field = self._field(table, self.BUFFER_OFFSET)
-        size_field = self._field(table, self.BUFFER_SIZE)
-        if offset_field is None or size_field is None:
-            return b""
-        offset, size = self._read("<Q", offset_field), self._read("<Q", size_field)
-        return self._bytes(offset, size, f"buffer {index}") if size else b""
-
-    def check_buffers(self) -> None:
-        """Every tensor buffer lies inside the file (what a cut-off copy breaks first)."""
-        for i, table in enumerate(self._tables(self._field(self.root, self.MODEL_BUFFERS))):
-            self._buffer(table, i)
-
-    def metadata(self, name: str) -> bytes | None:
-        """The model-metadata entry ``name`` (None when absent)."""
-        for entry in self._tables(self._field(self.root, self.MODEL_METADATA)):
-            begin, length = self._vector(self._field(entry, self.METADATA_NAME))
-            if self._bytes(begin, length, "metadata name") == name.encode():
-                index_field = self._field(entry, self.METADATA_BUFFER)
-                return self.buffer(self._read("<I", index_field) if index_field else 0)
-        return None
-
-
-def check_flatbuffer(data: bytes) -> None:
-    """Refuse a file that is not TFLite or whose tensor data runs past its end (``ValueError``)."""
-    TFLiteFile(data).check_buffers()

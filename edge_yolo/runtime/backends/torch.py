@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ...contract import INPUT_NAME, OUTPUT_NAMES, STRIDES, inference_name, num_anchors
 from ..bundle import BundleMeta, TensorSpec
 from .base import Backend, BackendError
 
@@ -52,7 +53,7 @@ class TorchBackend(Backend):
             h, w = meta.imgsz
             shape = (1, 3, h, w) if meta.layout == "NCHW" else (1, h, w, 3)
             box, cls = self.model(torch.zeros(1, 3, h, w, device=self.torch_device))
-        self.check_io(shape, {"box_dist": tuple(box.shape), "cls_logits": tuple(cls.shape)})
+        self.check_io(shape, dict(zip(OUTPUT_NAMES, (tuple(box.shape), tuple(cls.shape)))))
 
     @classmethod
     def available(cls) -> bool:
@@ -113,18 +114,19 @@ def torch_meta(
 ) -> BundleMeta:
     """Bundle-style metadata for a torch model, so the Detector treats it like an artifact."""
     h, w = (int(imgsz), int(imgsz)) if isinstance(imgsz, (int, np.integer)) else map(int, imgsz)
-    anchors = sum((-(-h // s)) * (-(-w // s)) for s in (8, 16, 32))
+    anchors = num_anchors(h, w, STRIDES)
+    box_name, cls_name = OUTPUT_NAMES
     return BundleMeta(
-        model=model_name.replace("yolov9-", "gelan-"),
+        model=inference_name(model_name),
         names=list(names),
         imgsz=[h, w],
         target="torch",
         precision="fp32",
         backend="torch",
         model_file=model_file,
-        inputs=[TensorSpec("images", [1, 3, h, w], meaning="RGB 0..1, letterboxed")],
+        inputs=[TensorSpec(INPUT_NAME, [1, 3, h, w], meaning="RGB 0..1, letterboxed")],
         outputs=[
-            TensorSpec("box_dist", [1, 64, anchors], meaning="DFL logits, 4 sides x 16 bins"),
-            TensorSpec("cls_logits", [1, len(names), anchors], meaning="class logits"),
+            TensorSpec(box_name, [1, 64, anchors], meaning="DFL logits, 4 sides x 16 bins"),
+            TensorSpec(cls_name, [1, len(names), anchors], meaning="class logits"),
         ],
     )

@@ -27,6 +27,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from ...errors import first_line
+
 # GELAN / YOLOv9 layer classes of WongKinYiu/yolov9 (models/common.py, models/yolo.py). Any
 # other name under ``models.`` is refused: it is either another architecture or a payload.
 REFERENCE_CLASSES = frozenset(
@@ -107,7 +109,7 @@ def read_pickled_checkpoint(path: Path) -> Any:
     try:
         named = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except (ValueError, RuntimeError, OSError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
-        raise PretrainedError(f"{path}: not a torch.save checkpoint ({_first_line(e)})") from e
+        raise PretrainedError(f"{path}: not a torch.save checkpoint ({first_line(e)})") from e
     refused = sorted(g for g in named if not is_allowed_global(g))
     if refused:
         raise PretrainedError(
@@ -119,12 +121,7 @@ def read_pickled_checkpoint(path: Path) -> Any:
         with torch.serialization.safe_globals(stand_ins):
             return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, TypeError, EOFError) as e:
-        raise PretrainedError(f"{path}: refused to load ({_first_line(e)})") from e
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+        raise PretrainedError(f"{path}: refused to load ({first_line(e)})") from e
 
 
 def reference_type(obj: Any) -> str:

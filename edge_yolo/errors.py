@@ -1,0 +1,24 @@
+"""Error text shared by every layer (standard library only)."""
+
+from __future__ import annotations
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (native libraries append long traces), or
+    its type name when it has no message."""
+    text = str(e).strip()
+    return text.splitlines()[0][:limit] if text else type(e).__name__
+
+
+def refuse_unknown_keys(
+    given: object, known: object, where: str, error: type[Exception] = ValueError
+) -> None:
+    """Raise ``error`` naming every key of ``given`` that is not in ``known`` (a recipe, a
+    profile or metadata written by hand must not silently drop a misspelt key)."""
+    known_set = set(known)  # type: ignore[call-overload]
+    unknown = sorted(set(given) - known_set)  # type: ignore[call-overload]
+    if unknown:
+        raise error(
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; known keys: "
+            f"{', '.join(sorted(known_set))}"
+        )

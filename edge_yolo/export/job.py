@@ -1,0 +1,145 @@
+"""The resolved export: options, board profile, the float model and its calibration set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..contract import INPUT_NAME, OUTPUT_NAMES, num_anchors
+from ..data.synthetic import sample_scene
+from ..fileio import sha256_file
+from ..quant.calibration import DEFAULT_SIZE, CalibrationError, CalibrationSet
+from ..runtime.bundle import Calibration, TensorSpec
+from ..runtime.processing import preprocess
+from .options import ExportError, ExportOptions
+from .targets import DeviceProfile, TargetError, TargetSpec
+
+if TYPE_CHECKING:
+    import torch
+
+DEFAULT_OPSET = 18
+
+
+class ExportJob:
+    """Everything a target's ``build`` needs, resolved once."""
+
+    def __init__(
+        self,
+        options: ExportOptions,
+        spec: TargetSpec,
+        precision: str,
+        device: DeviceProfile | None,
+        weights: Path,
+        target_options: Any,
+    ) -> None:
+        from ..models import ExportModel, load_model
+
+        self.options = options
+        self.spec = spec
+        self.precision = precision
+        self.device = device
+        self.weights = weights
+        self.target_options = target_options
+        # shared options as the target honours them (unsupported ones were refused already)
+        self.dynamic = bool(options.dynamic)
+        self.opset = options.opset or DEFAULT_OPSET
+        self.simplify = options.simplify is not False
+        model, ckpt = load_model(weights)
+        if model.aux is not None:
+            model.drop_auxiliary()
+        model.fuse().eval()
+        self.yolo = model
+        self.model = ExportModel(model).eval()
+        self.ckpt = ckpt
+        self.model_name: str = model.name
+        self.names: list[str] = list(ckpt["names"])
+        self.imgsz: int = int(
+            options.imgsz or (device.imgsz if device else 0) or ckpt.get("imgsz") or 640
+        )
+        if self.imgsz % 32:
+            raise TargetError(f"imgsz must be a multiple of 32, got {self.imgsz}")
+        self.checkpoint_sha256 = sha256_file(weights)
+        board_calib = device.calib_size if device else DEFAULT_SIZE
+        self.calib_size = options.calib_size or board_calib
+        self._calibration: CalibrationSet | None = None
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    @property
+    def calib_source(self) -> str | None:
+        """The calibration source: ``--calib``, else the dataset the checkpoint was trained on."""
+        if self.options.calib:
+            return str(self.options.calib)
+        train_config = self.ckpt.get("train_config")
+        for holder in (self.ckpt, train_config if isinstance(train_config, dict) else {}):
+            for key in ("data", "dataset"):
+                value = holder.get(key)
+                if isinstance(value, str) and value:
+                    return value
+        return None
+
+    def calibration(self) -> CalibrationSet:
+        """Up to ``calib_size`` images from the calibration source (recorded in the bundle)."""
+        if self._calibration is None:
+            source = self.calib_source
+            if source is None:
+                raise ExportError(
+                    f"{self.precision} export for {self.spec.name!r} needs calibration images and "
+                    f"the checkpoint {self.weights} does not name its dataset: pass --calib DATA "
+                    "(a dataset spec such as data.yaml / a COCO json, or an image folder)"
+                )
+            try:
+                self._calibration = CalibrationSet.load(
+                    source, self.calib_size, split=self.options.calib_split
+                )
+            except CalibrationError as e:
+                raise ExportError(str(e)) from e
+        return self._calibration
+
+    @property
+    def calibration_provenance(self) -> Calibration | None:
+        """What the bundle records: None when no calibration set was used."""
+        return self._calibration.provenance() if self._calibration is not None else None
+
+    def sample_images(self, n: int) -> list[np.ndarray]:
+        """Images for references and agreement: calibration images when a source was given or
+        already loaded, else deterministic synthetic scenes (4:3, so padding is exercised)."""
+        if self._calibration is not None:
+            return self._calibration.images[:n]
+        if self.options.calib:
+            return self.calibration().images[:n]
+        return [sample_scene(self.imgsz, seed=i) for i in range(n)]
+
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        import torch
+
+        blob = preprocess(sample_scene(self.imgsz, seed=0), self.imgsz)[0]
+        return torch.from_numpy(np.repeat(blob, batch, 0))
+
+    def float_outputs(self, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The float PyTorch model's raw outputs for an NCHW blob."""
+        import torch
+
+        with torch.inference_mode():
+            box, cls = self.model(torch.from_numpy(np.ascontiguousarray(blob)))
+        return box.numpy(), cls.numpy()
+
+    # -- tensor specs -------------------------------------------------------------------------
+
+    def float_io(self, layout: str = "NCHW") -> tuple[list[TensorSpec], list[TensorSpec]]:
+        """Input/output specs of a float model in the canonical layout."""
+        b = -1 if self.dynamic else 1
+        s = self.imgsz
+        shape = [b, 3, s, s] if layout == "NCHW" else [b, s, s, 3]
+        inputs = [TensorSpec(INPUT_NAME, shape, "float32", f"letterboxed RGB in [0, 1], {layout}")]
+        a, reg_max = num_anchors(s, s, self.yolo.strides), self.yolo.reg_max
+        box_name, cls_name = OUTPUT_NAMES
+        outputs = [
+            TensorSpec(box_name, [b, 4 * reg_max, a], "float32",
+                       f"DFL logits, {reg_max} bins x LTRB per anchor (P3, P4, P5 row-major)"),
+            TensorSpec(cls_name, [b, len(self.names), a], "float32",
+                       "class logits (sigmoid -> scores) per anchor"),
+        ]
+        return inputs, outputs

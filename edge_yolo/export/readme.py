@@ -1,0 +1,70 @@
+"""The README.md written into every bundle: what it is, how to install, run and verify it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..runtime.bundle import BundleMeta
+from .base import REFERENCE_FILE, Exporter
+
+if TYPE_CHECKING:
+    from .job import ExportJob
+
+
+def bundle_readme(meta: BundleMeta, job: ExportJob, exporter: Exporter, bundle_name: str) -> str:
+    """README.md of a bundle: what it is, how to install and run it, how to verify it."""
+    spec = job.spec
+    install = job.device.install if job.device else spec.install
+    board = f" for `{job.device.name}`" if job.device else ""
+    calib = meta.calibration
+    acc = meta.accuracy
+    lines = [
+        f"# {meta.model} {meta.target} {meta.precision}{board}",
+        "",
+        f"{spec.description}. Input {meta.imgsz[0]}x{meta.imgsz[1]} {meta.layout} RGB in [0, 1] "
+        f"(letterboxed, pad 114), {meta.num_classes} classes; outputs `box_dist` (DFL logits) and "
+        "`cls_logits`; decode and NMS run in numpy inside `edge_yolo`.",
+        "",
+        f"- model file: `{meta.model_file}` (backend `{meta.backend}`, quantization "
+        f"`{meta.quantization}`)",
+        f"- calibration: {calib.num_images} images from `{calib.dataset}` [{calib.split}] "
+        f"(sha256 {calib.sha256})"
+        if calib else "- calibration: none (no integer quantization)",
+        f"- agreement with the float model on {acc['images']} images ({acc['image_source']}): "
+        f"mean |score diff| {acc['score_mean_abs_diff']:.2e}, max {acc['score_max_abs_diff']:.2e}, "
+        f"mean |box distance diff| {acc['dist_mean_abs_diff']:.2e} strides, "
+        f"top-class agreement {acc['top_class_agreement']:.3f}",
+        f"- source checkpoint sha256: `{meta.source_checkpoint_sha256}`",
+        "",
+        "## Install on the device",
+        "```",
+        install,
+        "```",
+    ]
+    if job.device and job.device.notes:
+        lines += ["", job.device.notes.strip()]
+    lines += [
+        "",
+        "## Run",
+        "```python",
+        "import cv2",
+        "from edge_yolo import Detector",
+        "",
+        f'detector = Detector("{bundle_name}")  # this bundle directory',
+        'detections = detector(cv2.imread("image.jpg"))',
+        "print(detections.xyxy, detections.scores, detections.class_ids)",
+        "```",
+    ]
+    section = exporter.readme_section(meta, job).strip()
+    if section:
+        lines += ["", section]
+    lines += [
+        "",
+        "## Verify the device computes what the host computed",
+        f"`{REFERENCE_FILE}` holds letterboxed inputs (`images`, in the model's layout) and the "
+        "raw outputs the export host computed with this artifact (`box_dist`, `cls_logits`). Run "
+        "the inputs through the device's backend and compare: float artifacts agree to about 1e-4, "
+        "integer ones to a few quantization steps.",
+        "",
+    ]
+    return "\n".join(lines)
