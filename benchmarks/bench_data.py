@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import torch
 
-from edge_yolo.data import build_dataloader, load_dataset
+from edge_yolo.data import DetectionLoader, load_dataset
 
 RACCOON = Path(__file__).resolve().parents[1].parent / "shared/datasets/raccoon"
 TRAIN_STEP_IMAGES_PER_S = 7.0
@@ -28,7 +28,7 @@ def throughput(
     """(wall images/s, CPU-time images/s of this process) over one epoch after a warm-up batch."""
     kwargs = {"imgsz": imgsz} if spec.startswith("synthetic") else {}
     dataset = load_dataset(spec, "train", **kwargs)
-    loader = build_dataloader(dataset, imgsz, batch, augment=augment, workers=workers, seed=0)
+    loader = DetectionLoader(dataset, imgsz, batch, augment=augment, workers=workers, seed=0)
     batches = iter(loader)
     next(batches)
     n, t0, c0 = 0, time.perf_counter(), time.process_time()

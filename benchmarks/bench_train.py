@@ -28,7 +28,7 @@ def measure(
     import torch
 
     from edge_yolo.data import load_dataset
-    from edge_yolo.data.loader import build_dataloader
+    from edge_yolo.data.loader import DetectionLoader
     from edge_yolo.models import create_model
     from edge_yolo.train.ema import ModelEMA
     from edge_yolo.train.loss import build_loss
@@ -43,7 +43,7 @@ def measure(
     optimizer = build_optimizer(model, 0.01, 0.937, 5e-4)
     ema = ModelEMA(model)
     dataset = load_dataset(f"synthetic:{batch * (iters + 2)}", imgsz=imgsz)
-    loader = build_dataloader(dataset, imgsz, batch, augment=True, workers=0)
+    loader = DetectionLoader(dataset, imgsz, batch, augment=True, workers=0)
     t0 = time.perf_counter()
     batches = [(x, t) for x, t, _ in loader]
     load_rate = len(dataset) / (time.perf_counter() - t0)

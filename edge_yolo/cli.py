@@ -14,7 +14,7 @@ COMMANDS = {
     "data": ("edge_yolo.data.cli", "check a dataset, report bad data, preview augmentation"),
     "export": ("edge_yolo.export.cli", "export a checkpoint to a target's artifact bundle"),
     "train": ("edge_yolo.train.cli", "train or fine-tune a model (host, needs torch)"),
-    "val": ("edge_yolo.train.cli_val", "evaluate a checkpoint: COCO mAP50-95 and mAP50"),
+    "val": ("edge_yolo.eval.cli", "evaluate a checkpoint or a bundle: COCO mAP50-95 and mAP50"),
     "predict": ("edge_yolo.runtime.cli", "run a bundle on an image, folder or video"),
     "verify": ("edge_yolo.runtime.verify", "check a bundle on this device against its references"),
 }

@@ -61,7 +61,7 @@ def main() -> int:
 
     from edge_yolo import Detector
     from edge_yolo.data import load_dataset
-    from edge_yolo.eval import evaluate_detector, evaluate_model
+    from edge_yolo.eval import EVAL, evaluate_detector, evaluate_model
     from edge_yolo.export import export
     from edge_yolo.models import load_model
     from edge_yolo.train.config import load_recipe
@@ -92,15 +92,18 @@ def main() -> int:
             continue
         export_s = time.perf_counter() - t
         backend = "onnxruntime" if target == "jetson" else None
-        detector = Detector(bundle, conf=0.001, backend=backend, threads=args.threads)
-        result = evaluate_detector(detector, val, progress=False)
+        detector = Detector(bundle, backend=backend, threads=args.threads)
+        result = evaluate_detector(detector, val, progress=False)  # the same EVAL settings
         size = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file()) / 1e6
         note = f"{size:.1f} MB, export {export_s:.0f} s"
         if backend:
             note += f", run by {backend}"
         rows.append((target, precision, result.map50_95, result.map50, bundle, backend, note))
 
-    print(f"\nAccuracy on the synthetic val split ({len(val)} images, {imgsz} px), COCO protocol:")
+    print(
+        f"\nAccuracy on the synthetic val split ({len(val)} images, {imgsz} px), COCO protocol, "
+        f"every row with {EVAL}:"
+    )
     print(f"{'artifact':24s} {'prec':5s} {'mAP50-95':>8s} {'mAP50':>7s} {'delta':>7s}  notes")
     for name, precision, m, m50, _, _, note in rows:
         delta = m - baseline.map50_95

@@ -40,7 +40,7 @@ def main() -> None:
         for f, image, dets in zip(chunk, images, detector.batch(inputs)):
             cv2.imwrite(str(args.out / f.name), dets.draw(image))
             summary[f.name] = dets.to_dict()
-            print(f"{f.name}: {len(dets)} objects {sorted(set(dets.names))}")
+            print(f"{f.name}: {len(dets)} objects {sorted(set(dets.labels))}")
     (args.out / "detections.json").write_text(json.dumps(summary, indent=1))
     print(f"{len(files)} images -> {args.out}")
 

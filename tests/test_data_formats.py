@@ -17,7 +17,7 @@ from edge_yolo.data import (
     load_dataset,
     load_images,
 )
-from edge_yolo.data.formats import parse_voc_xml
+from edge_yolo.data.voc import parse_voc_xml
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "raccoon"
 FULL_RACCOON = Path(__file__).resolve().parents[1].parent / "shared/datasets/raccoon"

@@ -92,7 +92,7 @@ def test_detections_fields_and_helpers(detector, photo):
     assert (dets.xyxy[:, [0, 2]] <= w).all() and (dets.xyxy[:, [1, 3]] <= h).all()
     assert (dets.xyxy >= 0).all() and (dets.xyxy[:, 2:] > dets.xyxy[:, :2]).all()
     assert list(dets.scores) == sorted(dets.scores, reverse=True) and dets.scores.min() > 0.1
-    assert dets.names == ["raccoon"] * len(dets) and dets.image_shape == (h, w)
+    assert dets.labels == ["raccoon"] * len(dets) and dets.image_shape == (h, w)
     assert set(dets.timings) == {"pre", "infer", "post"} and min(dets.timings.values()) >= 0
     first = next(iter(dets))
     assert first.name == "raccoon" and first.score == pytest.approx(float(dets.scores[0]))

@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from edge_yolo.data import load_dataset
-from edge_yolo.data.loader import build_dataloader
+from edge_yolo.data.loader import DetectionLoader
 from edge_yolo.models import create_model, save_checkpoint
 from edge_yolo.train.config import augment_config, load_recipe
 from edge_yolo.train.loss import LossGains, build_loss
@@ -106,7 +106,7 @@ def test_two_gloo_ranks_stay_in_sync_and_match_one_process(tmp_path: Path) -> No
     dataset = load_dataset("synthetic:12", imgsz=64)
     hyp = augment_config({**cfg.augment, "close_mosaic": cfg.close_mosaic})
     loaders = [
-        build_dataloader(
+        DetectionLoader(
             dataset,
             64,
             cfg.batch // WORLD,

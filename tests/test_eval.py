@@ -229,7 +229,7 @@ def test_evaluate_detector_refuses_a_class_table_mismatch():
 
     detector = Detector.from_model(_oracle_model(), imgsz=128, names=["a", "b"], threads=1)
     three = ListDataset(list(ORACLE_SET), ["a", "b", "c"])
-    with pytest.raises(ValueError, match="detector predicts 2 classes but the dataset has 3"):
+    with pytest.raises(ValueError, match="predicts 2 classes but the dataset has 3"):
         evaluate_detector(detector, three, progress=False)
 
 

@@ -17,10 +17,10 @@ from export_helpers import RACCOON_IMAGES, textured_checkpoint  # noqa: E402
 from edge_yolo.export import ExportError, export  # noqa: E402
 from edge_yolo.quant.calibration import sha256_images  # noqa: E402
 from edge_yolo.quant.ptq import resolve_overflow_fix  # noqa: E402
-from edge_yolo.runtime.cpu import cpu_has_vnni  # noqa: E402
 from edge_yolo.runtime.backends import BackendError, get_backend  # noqa: E402
 from edge_yolo.runtime.backends import read_metadata as read_embedded  # noqa: E402
 from edge_yolo.runtime.bundle import META_KEY, BundleMeta  # noqa: E402
+from edge_yolo.runtime.cpu import cpu_has_vnni  # noqa: E402
 
 IMGSZ = 64
 

@@ -21,10 +21,10 @@ from edge_yolo import Detector
 from edge_yolo.export.tflite import embed_metadata
 from edge_yolo.models import ExportModel, load_model
 from edge_yolo.runtime import BackendError, BundleError, BundleMeta, Detections, processing
-from edge_yolo.runtime.backends.tflite import TFLiteBackend
-from edge_yolo.runtime.tflite_file import read_metadata as read_tflite_metadata
 from edge_yolo.runtime.backends import read_metadata as read_embedded
+from edge_yolo.runtime.backends.tflite import TFLiteBackend
 from edge_yolo.runtime.bundle import META_KEY
+from edge_yolo.runtime.tflite_file import read_metadata as read_tflite_metadata
 
 torch.set_num_threads(1)
 Interpreter = pytest.importorskip("ai_edge_litert.interpreter").Interpreter

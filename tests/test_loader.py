@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from edge_yolo.data import AugmentConfig, build_dataloader, load_dataset
+from edge_yolo.data import AugmentConfig, DetectionLoader, load_dataset
 from edge_yolo.data.augment import letterbox_boxes
 
 torch.set_num_threads(1)
@@ -35,7 +35,7 @@ def _colour_dataset(tmp_path: Path, n: int = 6, corrupt: int | None = None) -> P
 
 def test_training_batch_format():
     ds = load_dataset("synthetic:12", imgsz=128)
-    loader = build_dataloader(ds, 128, 4, augment=True, seed=0)
+    loader = DetectionLoader(ds, 128, 4, augment=True, seed=0)
     assert len(loader) == 3
     batches = list(loader)
     assert len(batches) == 3
@@ -55,7 +55,7 @@ def test_training_batch_format():
 
 def test_validation_batches_letterboxed_rgb_in_order(tmp_path):
     ds = load_dataset(_colour_dataset(tmp_path), "val")
-    loader = build_dataloader(ds, 96, 4, augment=False)
+    loader = DetectionLoader(ds, 96, 4, augment=False)
     (images, targets, meta), (images2, _, meta2) = list(loader)
     assert meta["indices"] == [0, 1, 2, 3] and meta2["indices"] == [4, 5]  # no shuffling
     assert images2.shape == (2, 3, 96, 96)
@@ -78,8 +78,8 @@ def _first_batch(loader):
 
 def test_deterministic_by_seed_and_epoch():
     ds = load_dataset("synthetic:16", imgsz=96)
-    a = build_dataloader(ds, 96, 4, augment=True, seed=5)
-    b = build_dataloader(ds, 96, 4, augment=True, seed=5)
+    a = DetectionLoader(ds, 96, 4, augment=True, seed=5)
+    b = DetectionLoader(ds, 96, 4, augment=True, seed=5)
     ia, ta, ma = _first_batch(a)
     ib, tb, mb = _first_batch(b)
     assert ma["indices"] == mb["indices"]
@@ -87,14 +87,14 @@ def test_deterministic_by_seed_and_epoch():
     b.set_epoch(1)
     ic, _, mc = _first_batch(b)
     assert mc["indices"] != ma["indices"] or not torch.equal(ic, ia)
-    other = build_dataloader(ds, 96, 4, augment=True, seed=6)
+    other = DetectionLoader(ds, 96, 4, augment=True, seed=6)
     assert not torch.equal(_first_batch(other)[0], ia)
 
 
 def test_same_batches_with_a_worker_process():
     ds = load_dataset("synthetic:8", imgsz=64)
-    plain = list(build_dataloader(ds, 64, 4, augment=True, seed=1))
-    forked = list(build_dataloader(ds, 64, 4, augment=True, seed=1, workers=1))
+    plain = list(DetectionLoader(ds, 64, 4, augment=True, seed=1))
+    forked = list(DetectionLoader(ds, 64, 4, augment=True, seed=1, workers=1))
     for (i0, t0, m0), (i1, t1, m1) in zip(plain, forked):
         assert m0["indices"] == m1["indices"]
         assert torch.equal(i0, i1) and torch.equal(t0, t1)
@@ -104,32 +104,32 @@ def test_distributed_shards_are_disjoint():
     ds = load_dataset("synthetic:10", imgsz=64)
     shards = []
     for rank in (0, 1):
-        loader = build_dataloader(ds, 64, 2, augment=True, seed=0, rank=rank, world_size=2)
+        loader = DetectionLoader(ds, 64, 2, augment=True, seed=0, rank=rank, world_size=2)
         loader.set_epoch(3)
         shards.append([i for _, _, m in loader for i in m["indices"]])
     assert len(shards[0]) == len(shards[1]) == 5
     assert sorted(shards[0] + shards[1]) == list(range(10))
     with pytest.raises(ValueError, match="rank=2"):
-        build_dataloader(ds, 64, 2, augment=True, rank=2, world_size=2)
+        DetectionLoader(ds, 64, 2, augment=True, rank=2, world_size=2)
 
 
 def test_close_mosaic_by_epoch():
     ds = load_dataset("synthetic:4", imgsz=64)
-    loader = build_dataloader(ds, 64, 2, augment=True, hyp=AugmentConfig(close_mosaic=2))
+    loader = DetectionLoader(ds, 64, 2, augment=True, hyp=AugmentConfig(close_mosaic=2))
     loader.set_epoch(7, total_epochs=10)
     assert loader.mosaic
     loader.set_epoch(8, total_epochs=10)
     assert not loader.mosaic
     images, _, _ = _first_batch(loader)
     assert images.shape == (2, 3, 64, 64)
-    val = build_dataloader(ds, 64, 2, augment=False)
+    val = DetectionLoader(ds, 64, 2, augment=False)
     assert not val.mosaic
 
 
 def test_unreadable_image_substituted_in_training_dropped_in_validation(tmp_path):
     ds = load_dataset(_colour_dataset(tmp_path, n=6, corrupt=2), "train")
     hyp = AugmentConfig(mosaic=0.0)  # one image per sample: the bad one is hit exactly once
-    loader = build_dataloader(ds, 64, 3, augment=True, hyp=hyp, seed=0)
+    loader = DetectionLoader(ds, 64, 3, augment=True, hyp=hyp, seed=0)
     batches = list(loader)
     assert [len(b[0]) for b in batches] == [3, 3]  # batches keep their size
     skipped = [p for _, _, m in batches for p, _ in m["skipped"]]
@@ -139,7 +139,7 @@ def test_unreadable_image_substituted_in_training_dropped_in_validation(tmp_path
     assert ds.report.counts["unreadable_image"] == 1
 
     val = load_dataset(tmp_path / "data.yaml", "val")
-    batches = list(build_dataloader(val, 64, 3, augment=False))
+    batches = list(DetectionLoader(val, 64, 3, augment=False))
     assert [len(b[0]) for b in batches] == [2, 3]
     assert batches[0][2]["indices"] == [0, 1]
     assert (batches[0][1][:, 0] <= 1).all()  # targets renumbered to the images that remain
@@ -149,9 +149,9 @@ def test_unreadable_image_substituted_in_training_dropped_in_validation(tmp_path
 def test_bad_settings_refused():
     ds = load_dataset("synthetic:4", imgsz=64)
     with pytest.raises(ValueError, match="multiple of"):
-        build_dataloader(ds, 100, 2, augment=False)
+        DetectionLoader(ds, 100, 2, augment=False)
     with pytest.raises(ValueError, match="batch_size=0"):
-        build_dataloader(ds, 64, 0, augment=False)
+        DetectionLoader(ds, 64, 0, augment=False)
 
 
 def test_validation_pixels_match_the_runtime_preprocess():
@@ -159,7 +159,7 @@ def test_validation_pixels_match_the_runtime_preprocess():
     from edge_yolo.runtime.processing import preprocess
 
     ds = load_dataset(Path(__file__).resolve().parent / "fixtures" / "raccoon", "all")
-    images, _, meta = next(iter(build_dataloader(ds, 160, 2, augment=False)))
+    images, _, meta = next(iter(DetectionLoader(ds, 160, 2, augment=False)))
     for b in range(2):
         blob, info = preprocess(ds[meta["indices"][b]].image, 160)
         np.testing.assert_allclose(images[b].numpy(), blob[0], atol=1e-6)

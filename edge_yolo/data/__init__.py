@@ -1,7 +1,7 @@
 """Datasets (YOLO txt, COCO JSON, Pascal VOC XML, built-in synthetic), augmentation and loaders.
 
 ``load_dataset(spec, split)`` opens any supported format as a :class:`DetectionDataset`;
-``load_images(source, n)`` reads calibration images; ``build_dataloader(...)`` (needs torch,
+``load_images(source, n)`` reads calibration images; ``DetectionLoader(...)`` (needs torch,
 imported on first use) yields training and validation batches.
 """
 
@@ -11,14 +11,21 @@ import importlib
 from typing import Any
 
 from .augment import AugmentConfig, Augmenter
-from .dataset import DetectionDataset, ImageFileDataset, ImageReadError, Sample, read_image
-from .formats import load_coco, load_dataset, load_images, load_voc, load_yolo
+from .dataset import (
+    DetectionDataset,
+    FirstN,
+    ImageFileDataset,
+    ImageReadError,
+    Sample,
+    read_image,
+)
+from .formats import load_coco, load_dataset, load_images, load_voc, load_yolo, spec_kwargs
 from .report import DataReport, DatasetError
 from .synthetic import CLASSES as SYNTHETIC_CLASSES
 from .synthetic import SyntheticConfig, SyntheticDataset
 
 # Names whose module imports torch: resolved on first use so `import edge_yolo.data` stays light.
-_LAZY = {"build_dataloader": ".loader", "DetectionLoader": ".loader", "BatchMeta": ".loader"}
+_LAZY = {"DetectionLoader": ".loader", "BatchMeta": ".loader"}
 
 __all__ = [
     "SYNTHETIC_CLASSES",
@@ -27,6 +34,7 @@ __all__ = [
     "DataReport",
     "DatasetError",
     "DetectionDataset",
+    "FirstN",
     "ImageFileDataset",
     "ImageReadError",
     "Sample",
@@ -38,6 +46,7 @@ __all__ = [
     "load_voc",
     "load_yolo",
     "read_image",
+    "spec_kwargs",
     *_LAZY,
 ]
 

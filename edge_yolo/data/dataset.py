@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-import cv2
 import numpy as np
 
+from ..runtime import processing
 from .report import DataReport, DatasetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -42,20 +42,12 @@ def empty_boxes() -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to BGR uint8 (H, W, 3); grey and alpha images are converted."""
-    p = Path(path)
-    if not p.is_file():
-        raise ImageReadError(f"{p}: image file does not exist")
-    # imdecode from bytes rather than imread: imread returns None without saying why, and
-    # reading the bytes ourselves separates "cannot read the file" from "cannot decode it".
+    """The runtime's image decoder (:func:`edge_yolo.runtime.processing.read_image`), its error
+    raised as :class:`ImageReadError` so dataset code handles it with the other data errors."""
     try:
-        data = np.fromfile(p, dtype=np.uint8)
-    except OSError as e:
-        raise ImageReadError(f"{p}: cannot read image file ({e})") from e
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None or image.size == 0:
-        raise ImageReadError(f"{p}: not a decodable image ({data.size} bytes)")
-    return image
+        return processing.read_image(path)
+    except processing.ImageError as e:
+        raise ImageReadError(str(e)) from None
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -249,3 +241,18 @@ class ImageFileDataset(DetectionDataset):
             # Keep the clipped boxes so a box is reported once, not once per epoch.
             item.boxes, item.classes = boxes.copy(), classes.copy()
         return Sample(image, boxes, classes, str(item.path))
+
+
+class FirstN:
+    """The first ``n`` samples of a dataset (quick validation on large sets)."""
+
+    def __init__(self, dataset: DetectionDataset, n: int) -> None:
+        self.dataset, self.n, self.names = dataset, min(n, len(dataset)), dataset.names
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Sample:
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self.dataset[i]

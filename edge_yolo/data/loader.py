@@ -1,4 +1,4 @@
-"""Training and validation batches: ``build_dataloader`` -> (images, targets, meta) per batch.
+"""Training and validation batches: ``DetectionLoader`` -> (images, targets, meta) per batch.
 
 - ``images``: float32 (B, 3, S, S), RGB, 0..1 (CONTRACTS.md).
 - ``targets``: float32 (M, 6), rows ``[batch_index, class, x1, y1, x2, y2]`` in network-input
@@ -282,33 +282,3 @@ class DetectionLoader:
                 self.dataset.note_unreadable(path, reason)
             if len(images):
                 yield images, targets, meta
-
-
-def build_dataloader(
-    dataset: DetectionDataset,
-    imgsz: int,
-    batch_size: int,
-    *,
-    augment: bool,
-    hyp: AugmentConfig | None = None,
-    shuffle: bool | None = None,
-    workers: int = 0,
-    seed: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
-    drop_last: bool = False,
-) -> DetectionLoader:
-    """Batches of ``dataset`` at ``imgsz``: augmented and shuffled for training, plain for val."""
-    return DetectionLoader(
-        dataset,
-        imgsz,
-        batch_size,
-        augment=augment,
-        hyp=hyp,
-        shuffle=shuffle,
-        workers=workers,
-        seed=seed,
-        rank=rank,
-        world_size=world_size,
-        drop_last=drop_last,
-    )

@@ -1,10 +1,8 @@
 """COCO-protocol detection metrics through faster-coco-eval (a pycocotools-compatible evaluator).
 
-One evaluator serves every stage: :func:`evaluate_model` (the PyTorch model during training)
-and :func:`evaluate_detector` (an exported artifact through the runtime ``Detector``) both
-collect per-image detections in original-image pixels and hand them to :func:`evaluate`.
-:func:`evaluate_model` pre- and post-processes with :mod:`edge_yolo.runtime.processing`, the
-code every exported artifact runs on the device, so the two numbers are comparable.
+:func:`evaluate` scores per-image detections in original-image pixels against ground truth.
+What produces the detections (a checkpoint or an exported artifact, always through the
+runtime ``Detector``) is :mod:`edge_yolo.eval.val`.
 
 Protocol: bbox IoU thresholds 0.50:0.05:0.95, 101-point interpolated precision, area range
 "all", the ``max_dets`` (COCO: 100) best detections per image and class (as pycocotools reads
@@ -16,13 +14,11 @@ per-class AP is NaN (``None`` in :meth:`EvalResult.to_dict`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from edge_yolo.runtime.processing import postprocess, preprocess
 
 Prediction = tuple[np.ndarray, np.ndarray, np.ndarray]  # xyxy (N, 4), scores (N,), class_ids (N,)
 GroundTruth = tuple[np.ndarray, np.ndarray]  # xyxy (M, 4), class_ids (M,)
@@ -187,113 +183,3 @@ def evaluate(
         per_class_ap50={n: float(v) for n, v in zip(names, ap50)},
         per_class_targets={n: int(v) for n, v in zip(names, targets_per_class)},
     )
-
-
-def _progress(items: Iterable, total: int, desc: str, unit: str, enabled: bool) -> Iterable:
-    if not enabled:
-        return items
-    try:
-        from tqdm import tqdm
-    except ImportError:  # tqdm is a host extra: a device install evaluates without a bar
-        return items
-    return tqdm(items, total=total, desc=desc, unit=unit)
-
-
-def _samples(dataset: Any) -> Iterator[Any]:
-    """Every readable sample: our datasets' iterator skips an image that fails to decode and
-    counts it in ``dataset.report``, so one corrupt file cannot abort an evaluation."""
-    if hasattr(dataset, "__iter__"):
-        yield from dataset
-    else:
-        yield from (dataset[i] for i in range(len(dataset)))
-
-
-def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def _ground_truth(sample: Any) -> GroundTruth:
-    return np.asarray(sample.boxes, np.float32).reshape(-1, 4), np.asarray(sample.classes, np.int64)
-
-
-def evaluate_model(
-    model: Any,
-    dataset: Any,
-    *,
-    imgsz: int = 640,
-    batch_size: int = 8,
-    conf: float = 0.001,
-    iou: float = 0.7,
-    max_det: int = 300,
-    progress: bool = True,
-) -> EvalResult:
-    """Evaluate a PyTorch YOLO model (main head) on a dataset, through the runtime's numpy
-    letterbox and post-processing. The model's train/eval mode is restored afterwards."""
-    import torch
-
-    from edge_yolo.models.decode import flatten_outputs
-
-    # Run the bare module: a DDP wrapper's forward syncs buffers across ranks, which would
-    # hang when only rank 0 evaluates.
-    inner = getattr(model, "module", model)
-    names = list(dataset.names)
-    if int(inner.num_classes) != len(names):
-        raise ValueError(
-            f"model {getattr(inner, 'name', '')!r} predicts {inner.num_classes} classes "
-            f"but the dataset has {len(names)}"
-        )
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    strides, reg_max = tuple(inner.strides), int(inner.reg_max)
-    param = next(inner.parameters())  # input follows the model's device and dtype (fp16 EMA)
-    n = len(dataset)
-    chunks = _chunks(_samples(dataset), batch_size)
-
-    predictions: list[Prediction] = []
-    ground_truths: list[GroundTruth] = []
-    was_training = inner.training
-    inner.eval()
-    try:
-        with torch.inference_mode():
-            total = -(-n // batch_size)
-            for samples in _progress(chunks, total, "evaluate model", "batch", progress):
-                blobs, infos = zip(*(preprocess(s.image, imgsz) for s in samples))
-                x = torch.from_numpy(np.concatenate(blobs)).to(param.device, param.dtype)
-                box, cls = flatten_outputs(inner(x))
-                box, cls = box.float().cpu().numpy(), cls.float().cpu().numpy()
-                for j, (sample, info) in enumerate(zip(samples, infos)):
-                    predictions.append(
-                        postprocess(
-                            box[j], cls[j], info, strides=strides, reg_max=reg_max,
-                            conf=conf, iou=iou, max_det=max_det,
-                        )
-                    )
-                    ground_truths.append(_ground_truth(sample))
-    finally:
-        inner.train(was_training)
-    return evaluate(predictions, ground_truths, names)
-
-
-def evaluate_detector(detector: Any, dataset: Any, *, progress: bool = True) -> EvalResult:
-    """Evaluate an exported artifact through a runtime ``Detector`` (built by the caller,
-    with a low confidence threshold such as 0.001 so the precision-recall curve is complete)."""
-    names = list(dataset.names)
-    det_names = getattr(detector, "names", None)
-    if det_names is not None and len(det_names) != len(names):
-        raise ValueError(
-            f"detector predicts {len(det_names)} classes but the dataset has {len(names)}"
-        )
-    predictions: list[Prediction] = []
-    ground_truths: list[GroundTruth] = []
-    for sample in _progress(_samples(dataset), len(dataset), "evaluate detector", "img", progress):
-        det = detector(sample.image)
-        predictions.append((det.xyxy, det.scores, det.class_ids))
-        ground_truths.append(_ground_truth(sample))
-    return evaluate(predictions, ground_truths, names)

@@ -107,18 +107,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         spec, _, _ = resolve(args.target, args.precision)
         shared, own = table_options(args, spec.name)
+        given = ("target", "precision", "imgsz", "calib", "calib_size", "calib_split", "out",
+                 "name", "threads")
         options = ExportOptions(
-            target=args.target,
-            precision=args.precision,
-            imgsz=args.imgsz,
-            calib=args.calib,
-            calib_size=args.calib_size,
-            calib_split=args.calib_split,
-            out=args.out,
-            name=args.name,
-            threads=args.threads,
-            target_options=own or None,
-            **shared,
+            **{k: getattr(args, k) for k in given}, target_options=own or None, **shared
         )
         path = run_export(args.weights, options)
     except (TargetError, ExportError, CheckpointError) as e:

@@ -174,20 +174,3 @@ class SPPELAN(nn.Module):
         for _ in range(3):
             y.append(self.pool(y[-1]))
         return self.cv5(torch.cat(y, 1))
-
-
-class DFL(nn.Module):
-    """Distribution Focal Loss integral: softmax over ``reg_max`` bins, expectation 0..reg_max-1."""
-
-    def __init__(self, reg_max: int = 16) -> None:
-        super().__init__()
-        self.reg_max = reg_max
-        self.register_buffer(
-            "project", torch.arange(reg_max, dtype=torch.float32), persistent=False
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 4*reg_max, A) logits -> (B, 4, A) distances in stride units."""
-        b, _, a = x.shape
-        prob = x.view(b, 4, self.reg_max, a).softmax(2)
-        return torch.einsum("bkra,r->bka", prob, self.project.to(prob.dtype))

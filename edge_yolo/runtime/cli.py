@@ -76,7 +76,7 @@ def write_image_atomic(path: Path, image: np.ndarray) -> None:
 def summary_line(name: str, dets: object) -> str:
     """``name: 2 raccoon, 1 dog (pre 1.1 ms, infer 9.8 ms, post 0.4 ms)``."""
     counts: dict[str, int] = {}
-    for n in dets.names:  # type: ignore[attr-defined]
+    for n in dets.labels:  # type: ignore[attr-defined]
         counts[n] = counts.get(n, 0) + 1
     what = ", ".join(f"{c} {n}" for n, c in counts.items()) or "no detections"
     t = dets.timings  # type: ignore[attr-defined]

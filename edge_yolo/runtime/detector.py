@@ -48,8 +48,8 @@ class Detections:
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
 
     @property
-    def names(self) -> list[str]:
-        """Class name of each detection."""
+    def labels(self) -> list[str]:
+        """Class name of each detection, in order (``class_names`` is the model's table)."""
         return [self.class_names[int(c)] for c in self.class_ids]
 
     def __len__(self) -> int:
@@ -82,7 +82,7 @@ class Detections:
 
     def __repr__(self) -> str:
         counts: dict[str, int] = {}
-        for n in self.names:
+        for n in self.labels:
             counts[n] = counts.get(n, 0) + 1
         summary = ", ".join(f"{c} {n}" for n, c in counts.items()) or "nothing"
         return f"Detections({summary}; image {self.image_shape[1]}x{self.image_shape[0]})"
@@ -208,20 +208,17 @@ class Detector:
         cls,
         model: Any,
         *,
-        imgsz: int | tuple[int, int] = 640,
-        names: Sequence[str] | None = None,
-        threads: int | None = None,
-        device: str | None = None,
         conf: float = 0.25,
         iou: float = 0.45,
         max_det: int = 300,
+        **backend_options: Any,
     ) -> Detector:
-        """A detector on a torch model object (the parity reference for exported artifacts)."""
+        """A detector on a torch model object (the parity reference for exported artifacts);
+        ``backend_options`` (``imgsz``, ``names``, ``threads``, ``device``) go to
+        ``TorchBackend.from_model``."""
         from .backends.torch import TorchBackend
 
-        backend = TorchBackend.from_model(
-            model, imgsz=imgsz, names=names, threads=threads, device=device
-        )
+        backend = TorchBackend.from_model(model, **backend_options)
         return cls.from_backend(backend, conf, iou, max_det)
 
     def _setup(self, backend: Backend, conf: float, iou: float, max_det: int) -> None:
@@ -237,7 +234,7 @@ class Detector:
 
     @property
     def names(self) -> list[str]:
-        """The class-name table."""
+        """The model's class-name table (index = class id); a result's ``labels`` are per box."""
         return list(self.meta.names)
 
     @property

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from dataclasses import dataclass
 
 import cv2
@@ -96,23 +97,29 @@ def to_bgr(image: object) -> np.ndarray:
     raise ImageError(f"expected an image of shape (H, W) or (H, W, C), got shape {image.shape}")
 
 
-def read_image(path: str) -> np.ndarray:
-    """Read an image file as BGR uint8, with an error naming the file when it cannot."""
-    data = np.fromfile(path, dtype=np.uint8) if _exists(path) else None
-    if data is None:
-        raise ImageError(f"{path}: no such image file")
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as BGR uint8 (grey, alpha and 16-bit converted), with an error
+    naming the file when it cannot. The one image decoder: the runtime, datasets and
+    calibration all read files through it.
+
+    A JPEG without its end-of-image marker is refused: OpenCV decodes a cut-off JPEG into a
+    partly grey image with only a warning, which would train and calibrate on garbage.
+    """
+    path = os.fspath(path)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such image file") from None
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read image file ({e.strerror or e})") from None
+    if data[:2].tobytes() == b"\xff\xd8" and data.tobytes().rfind(b"\xff\xd9") < 0:
+        raise ImageError(f"{path}: truncated JPEG (no end-of-image marker)")
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
     if image.dtype == np.uint16:  # 16-bit PNG/TIFF: keep the top byte
         image = (image >> 8).astype(np.uint8)
     return to_bgr(image)
-
-
-def _exists(path: str) -> bool:
-    import os
-
-    return os.path.isfile(path)
 
 
 def preprocess(

@@ -98,8 +98,8 @@ def train(
 def _train(
     cfg: TrainConfig, info: DistInfo, resume: ResumePoint | None, on_step: StepCallback | None
 ) -> TrainResult:
-    from edge_yolo.data import load_dataset
-    from edge_yolo.data.loader import build_dataloader
+    from edge_yolo.data import FirstN, load_dataset, spec_kwargs
+    from edge_yolo.data.loader import DetectionLoader
 
     from .loss import LossGains, build_loss
 
@@ -119,7 +119,7 @@ def _train(
         out.mkdir(parents=True, exist_ok=True)
 
     # ---- data -------------------------------------------------------------------------
-    train_set = load_dataset(cfg.data, split="train", **dataset_kwargs(cfg.data, cfg.imgsz))
+    train_set = load_dataset(cfg.data, split="train", **spec_kwargs(cfg.data, cfg.imgsz))
     names = list(train_set.names)
     num_classes = cfg.num_classes or len(names)
     if num_classes != len(names):
@@ -127,13 +127,13 @@ def _train(
     val_set = None
     if cfg.eval_interval and info.is_main:
         val_data = cfg.val_data or cfg.data
-        val_set = load_dataset(val_data, split="val", **dataset_kwargs(val_data, cfg.imgsz))
+        val_set = load_dataset(val_data, split="val", **spec_kwargs(val_data, cfg.imgsz))
         if cfg.eval_max_images:
-            val_set = _Head(val_set, cfg.eval_max_images)
+            val_set = FirstN(val_set, cfg.eval_max_images)
     if info.is_main and train_set.report:  # truthy when bad data was found and skipped
         log(str(train_set.report))
     batch = cfg.batch // world  # per process
-    loader = build_dataloader(
+    loader = DetectionLoader(
         train_set,
         cfg.imgsz,
         batch,
@@ -288,7 +288,7 @@ def _train(
             "val/map50": None,
         }
         if val_set is not None and ((epoch + 1) % cfg.eval_interval == 0 or final_epoch):
-            from edge_yolo.eval.coco import evaluate_model
+            from edge_yolo.eval import evaluate_model
 
             result = evaluate_model(
                 ema.ema,
@@ -335,9 +335,19 @@ def _train(
 
     final = None
     if val_set is not None:  # rank 0 only
-        final = final_evaluation(
-            best_path, val_set, cfg.imgsz, cfg.eval_batch or 2 * batch, device, cfg.progress
+        from edge_yolo.eval import validate
+
+        result, about = validate(
+            best_path,
+            cfg.val_data or cfg.data,
+            imgsz=cfg.imgsz,
+            batch=cfg.eval_batch or 2 * batch,
+            device=str(device),
+            max_images=cfg.eval_max_images,
+            progress=cfg.progress,
         )
+        final = {"checkpoint": str(best_path), "model": about["model"], "text": str(result),
+                 **result.to_dict()}
         log(f"{best_path} without the PGI branch, fused ({final['model']}): {final['text']}")
         write_results(out, history, final)
     return TrainResult(out, last_path, best_path, epoch + 1, best_fitness, history, final)
@@ -355,21 +365,6 @@ def load_initial_weights(model: YOLO, path: str | os.PathLike) -> str:
     from .pretrained import load_pretrained
 
     return str(load_pretrained(model, path))
-
-
-def final_evaluation(
-    best: Path, val_set: Any, imgsz: int, batch: int, device: torch.device, progress: bool
-) -> dict[str, Any]:
-    """Score ``best.pt`` the way it is deployed: PGI branch dropped, BN/RepConv fused."""
-    from edge_yolo.eval.coco import evaluate_model
-    from edge_yolo.models import load_model
-
-    model, _ = load_model(best)
-    if model.aux is not None:
-        model.drop_auxiliary()
-    model = model.fuse().to(device).eval()
-    result = evaluate_model(model, val_set, imgsz=imgsz, batch_size=batch, progress=progress)
-    return {"checkpoint": str(best), "model": model.name, "text": str(result), **result.to_dict()}
 
 
 def write_results(
@@ -457,21 +452,6 @@ def _progress(loader: Any, total: int, desc: str, enabled: bool) -> Any:
     return tqdm(loader, total=total, desc=desc, unit="batch", dynamic_ncols=True)
 
 
-class _Head:
-    """The first ``n`` samples of a dataset (quick validation on large sets)."""
-
-    def __init__(self, dataset: Any, n: int) -> None:
-        self.dataset, self.n, self.names = dataset, min(n, len(dataset)), dataset.names
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> Any:
-        if not 0 <= i < self.n:
-            raise IndexError(i)
-        return self.dataset[i]
-
-
 def _nan_to_zero(x: float) -> float:
     return 0.0 if math.isnan(x) else float(x)
 
@@ -486,11 +466,6 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
 
 def _quiet(*_args: Any, **_kwargs: Any) -> None:
     pass
-
-
-def dataset_kwargs(spec: str, imgsz: int) -> dict[str, Any]:
-    """Synthetic images are drawn at the training size: no resampling, less work per image."""
-    return {"imgsz": imgsz} if str(spec).split(":")[0] == "synthetic" else {}
 
 
 __all__ = ["TrainError", "TrainForward", "TrainResult", "fitness", "load_initial_weights", "train"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,11 +35,19 @@ class Backend(ABC):
         *,
         threads: int | None = None,
         device: str | None = None,
+        **options: Any,
     ) -> None:
         self.model_path = Path(model_path)
         self.meta = meta
         self.threads = threads or default_threads()
+        self.threads_given = threads is not None
         self.device = device
+        self.load(**options)
+
+    @abstractmethod
+    def load(self) -> None:
+        """Open ``self.model_path`` with the runtime library and check it against
+        ``self.meta`` (:meth:`check_io`); a backend-specific keyword option may follow."""
 
     @classmethod
     @abstractmethod
@@ -79,6 +88,20 @@ class Backend(ABC):
     def max_batch(self) -> int:
         """Largest batch one ``infer`` call takes (1 for static-shape models)."""
         return 1
+
+    def split_batch(
+        self, blob: np.ndarray, fixed: int | None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """For a model whose batch dimension is fixed at ``fixed``: the outputs of a batch of
+        another size run one image at a time (batch-1 models), else None (run it as it is)."""
+        if fixed is None or blob.shape[0] == fixed:
+            return None
+        if fixed != 1:
+            raise BackendError(
+                f"{self.model_path}: the model takes batches of {fixed}, got {blob.shape[0]}"
+            )
+        parts = [self.infer(blob[i : i + 1]) for i in range(blob.shape[0])]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     @abstractmethod
     def infer(self, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

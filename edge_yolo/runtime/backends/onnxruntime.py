@@ -9,7 +9,7 @@ import numpy as np
 
 from ...contract import OUTPUT_NAMES
 from ...errors import first_line
-from ..bundle import META_KEY, BundleError, BundleMeta
+from ..bundle import META_KEY, BundleError
 from ..onnx_file import read_onnx_metadata
 from .base import Backend, BackendError
 
@@ -28,20 +28,13 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     requires = ("onnxruntime",)
 
-    def __init__(
-        self,
-        model_path: Path,
-        meta: BundleMeta,
-        *,
-        threads: int | None = None,
-        device: str | None = None,
-    ) -> None:
-        super().__init__(model_path, meta, threads=threads, device=device)
+    def load(self) -> None:
         import onnxruntime as ort
 
+        device = self.device
         if device not in PROVIDERS:
             raise BackendError(
-                f"{model_path}: onnxruntime device must be one of "
+                f"{self.model_path}: onnxruntime device must be one of "
                 f"{', '.join(str(k) for k in PROVIDERS if k)}, got {device!r}"
             )
         providers = [p for p in PROVIDERS[device] if p in ort.get_available_providers()]
@@ -86,14 +79,9 @@ class OnnxRuntimeBackend(Backend):
 
     def infer(self, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         blob = np.ascontiguousarray(blob, dtype=self.input_dtype)
-        if self._batch is not None and blob.shape[0] != self._batch:
-            if self._batch != 1:
-                raise BackendError(
-                    f"{self.model_path}: the model takes batches of {self._batch}, got "
-                    f"{blob.shape[0]}"
-                )
-            parts = [self.infer(blob[i : i + 1]) for i in range(blob.shape[0])]
-            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        split = self.split_batch(blob, self._batch)
+        if split is not None:
+            return split
         try:
             box, cls = self.session.run(list(OUTPUT_NAMES), {self.input_name: blob})
         except Exception as e:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ...contract import OUTPUT_NAMES
 from ...errors import first_line
-from ..bundle import META_KEY, BundleError, BundleMeta
+from ..bundle import META_KEY, BundleError
 from .base import Backend, BackendError
 
 
@@ -17,15 +17,7 @@ class OpenVINOBackend(Backend):
     name = "openvino"
     requires = ("openvino",)
 
-    def __init__(
-        self,
-        model_path: Path,
-        meta: BundleMeta,
-        *,
-        threads: int | None = None,
-        device: str | None = None,
-    ) -> None:
-        super().__init__(model_path, meta, threads=threads, device=device)
+    def load(self) -> None:
         import openvino as ov
 
         path = self.model_path
@@ -55,7 +47,7 @@ class OpenVINOBackend(Backend):
             # float32 arithmetic (and int8 bundles keep their float layers in f32 too).
             "INFERENCE_PRECISION_HINT": "f32",
         }
-        target = (device or "CPU").upper()
+        target = (self.device or "CPU").upper()
         try:
             self.compiled = core.compile_model(model, target, config)
         except Exception as e:
@@ -95,14 +87,9 @@ class OpenVINOBackend(Backend):
 
     def infer(self, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         blob = np.ascontiguousarray(blob, dtype=np.float32)
-        if self._batch is not None and blob.shape[0] != self._batch:
-            if self._batch != 1:
-                raise BackendError(
-                    f"{self.model_path}: the model takes batches of {self._batch}, got "
-                    f"{blob.shape[0]}"
-                )
-            parts = [self.infer(blob[i : i + 1]) for i in range(blob.shape[0])]
-            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        split = self.split_batch(blob, self._batch)
+        if split is not None:
+            return split
         try:
             result = self.request.infer({0: blob})
         except Exception as e:

@@ -140,26 +140,20 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
     requires = ("tensorrt", "cuda-python")
 
-    def __init__(
-        self,
-        model_path: Path,
-        meta: BundleMeta,
-        *,
-        threads: int | None = None,
-        device: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-    ) -> None:
+    def load(self, *, cache_dir: str | os.PathLike | None = None) -> None:
         # ``threads``: TensorRT runs the network on the GPU and has no CPU thread pool.
-        super().__init__(model_path, meta, threads=threads, device=device)
         check_onnx_source(self.model_path)
+        meta = self.meta
         if meta.precision not in BUILDER_FLAGS:
-            raise BundleError(f"{model_path}: unknown precision {meta.precision!r} for TensorRT")
+            raise BundleError(
+                f"{self.model_path}: unknown precision {meta.precision!r} for TensorRT"
+            )
         # --- DEVICE-ONLY from here: needs tensorrt, cuda-python and an NVIDIA GPU.
         import tensorrt as trt
 
         self._trt = trt
         self._cudart = _cudart()
-        self.gpu_index = _gpu_index(device)
+        self.gpu_index = _gpu_index(self.device)
         _check(self._cudart.cudaSetDevice(self.gpu_index))
         self._logger = trt.Logger(trt.Logger.WARNING)
         if self.model_path.suffix.lower() in ENGINE_SUFFIXES:

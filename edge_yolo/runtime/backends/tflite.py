@@ -17,7 +17,7 @@ import numpy as np
 
 from ...contract import OUTPUT_NAMES
 from ...errors import first_line
-from ..bundle import META_KEY, BundleError, BundleMeta
+from ..bundle import META_KEY, BundleError
 from ..processing import dequantize, quantize
 from ..tflite_file import read_metadata
 from .base import Backend, BackendError
@@ -37,16 +37,9 @@ class TFLiteBackend(Backend):
     name = "tflite"
     requires = ("ai-edge-litert", "tflite-runtime")
 
-    def __init__(
-        self,
-        model_path: Path,
-        meta: BundleMeta,
-        *,
-        threads: int | None = None,
-        device: str | None = None,
-    ) -> None:
-        super().__init__(model_path, meta, threads=threads, device=device)
+    def load(self) -> None:
         path = self.model_path
+        device = self.device
         if device not in (None, "cpu"):
             raise BackendError(
                 f"{path}: the tflite backend runs on the CPU (XNNPACK), not {device!r}"

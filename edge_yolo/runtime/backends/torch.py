@@ -23,22 +23,15 @@ class TorchBackend(Backend):
     name = "torch"
     requires = ("torch",)
 
-    def __init__(
-        self,
-        model_path: Path,
-        meta: BundleMeta,
-        *,
-        threads: int | None = None,
-        device: str | None = None,
-        model: Any = None,
-    ) -> None:
-        super().__init__(model_path, meta, threads=threads, device=device)
+    def load(self, *, model: Any = None) -> None:
         import torch
 
         from edge_yolo.models import ExportModel, load_model
 
-        # torch's intra-op pool is process-wide: the last backend built sets it.
-        torch.set_num_threads(self.threads)
+        # torch's intra-op pool is process-wide: only an explicit ``threads`` changes it (a
+        # training process evaluating its model keeps its own setting).
+        if self.threads_given:
+            torch.set_num_threads(self.threads)
         if model is None:
             model, _ = load_model(self.model_path)
         if getattr(model, "aux", None) is not None:
@@ -46,13 +39,16 @@ class TorchBackend(Backend):
         model = model.eval()
         if hasattr(model, "fuse"):
             model.fuse()
-        self.torch_device = torch.device(device or "cpu")
+        self.torch_device = torch.device(self.device or "cpu")
         self.model = ExportModel(model).to(self.torch_device).eval()
+        self._dtype = next(self.model.parameters()).dtype  # an fp16 EMA takes fp16 input
         self._torch = torch
         with torch.no_grad():  # validate the metadata against the model's real outputs
-            h, w = meta.imgsz
-            shape = (1, 3, h, w) if meta.layout == "NCHW" else (1, h, w, 3)
-            box, cls = self.model(torch.zeros(1, 3, h, w, device=self.torch_device))
+            h, w = self.meta.imgsz
+            shape = (1, 3, h, w) if self.meta.layout == "NCHW" else (1, h, w, 3)
+            box, cls = self.model(
+                torch.zeros(1, 3, h, w, device=self.torch_device, dtype=self._dtype)
+            )
         self.check_io(shape, dict(zip(OUTPUT_NAMES, (tuple(box.shape), tuple(cls.shape)))))
 
     @classmethod
@@ -103,7 +99,7 @@ class TorchBackend(Backend):
             x = x.permute(0, 3, 1, 2)
         try:
             with torch.inference_mode():
-                box, cls = self.model(x.to(self.torch_device))
+                box, cls = self.model(x.to(self.torch_device, self._dtype))
         except RuntimeError as e:
             raise BackendError(f"{self.model_path}: torch inference failed ({e})") from e
         return box.float().cpu().numpy(), cls.float().cpu().numpy()
