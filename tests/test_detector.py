@@ -290,3 +290,24 @@ def test_backend_choice(onnx_bundle):
         BackendError, match="tensorrt backend needs the 'tensorrt' and 'cuda-python' packages"
     ):
         Detector(onnx_bundle, backend="tensorrt")
+
+
+def test_onnx_metadata_is_read_without_a_session(onnx_bundle, monkeypatch):
+    """A lone .onnx's metadata comes from the file's protobuf fields, not from a second
+    InferenceSession; it equals what onnx itself reads."""
+    onnx = pytest.importorskip("onnx")
+    import onnxruntime as ort
+
+    from edge_yolo.runtime.backends import read_metadata
+    from edge_yolo.runtime.bundle import META_KEY, BundleMeta
+    from edge_yolo.runtime.onnx_file import read_onnx_metadata
+
+    path = onnx_bundle / "model.onnx"
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert read_onnx_metadata(path) == props and META_KEY in props
+
+    def no_session(*args, **kwargs):
+        raise AssertionError("an InferenceSession was built to read metadata")
+
+    monkeypatch.setattr(ort, "InferenceSession", no_session)
+    assert read_metadata(path).to_dict() == BundleMeta.read(onnx_bundle).to_dict()

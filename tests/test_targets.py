@@ -98,3 +98,74 @@ def test_target_options_of_the_wrong_type_are_refused(tmp_path: Path):
         )
     with pytest.raises(TargetError, match="takes no target options"):
         run_export(ckpt, ExportOptions(target="onnx", out=tmp_path, target_options=JetsonOptions()))
+
+
+# ------------------------------------------------------------ options live in the table too
+
+
+@pytest.mark.parametrize(
+    ("target", "option", "flag"),
+    [("rpi", {"dynamic": True}, "--dynamic"), ("rpi", {"opset": 17}, "--opset"),
+     ("intel", {"opset": 17}, "--opset"), ("intel", {"simplify": False}, "--no-simplify")],
+)
+def test_a_shared_option_the_target_does_not_honour_is_refused(tmp_path, target, option, flag):
+    ckpt = tmp_path / "x.pt"
+    ckpt.write_bytes(b"not read: the options are checked first")
+    with pytest.raises(TargetError, match=f"{flag}: target '{target}' does not support"):
+        run_export(ckpt, ExportOptions(target=target, out=tmp_path, **option))
+
+
+def _parse(*argv: str):
+    import argparse
+
+    from edge_yolo.export.cli import add_arguments, table_options
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--weights", "w.pt", *argv])
+    return table_options(args, resolve(args.target)[0].name)
+
+
+def test_cli_flags_map_to_options_through_the_table():
+    shared, own = _parse("--target", "rpi5", "--calib-ranges", "moving-average",
+                         "--calibrated-input-range", "--calib-threads", "2")
+    assert shared == {} and own == {
+        "calib_ranges": "moving-average", "exact_input_range": False, "calib_threads": 2
+    }
+    shared, own = _parse("--target", "jetson", "--dynamic", "--opset", "17", "--no-simplify",
+                         "--calibrate-method", "entropy")
+    assert shared == {"dynamic": True, "opset": 17, "simplify": False}
+    assert own == {"calibrate_method": "entropy"}
+    assert _parse("--target", "intel", "--nncf-preset", "performance") == (
+        {}, {"preset": "performance"}
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--target", "onnx", "--nncf-preset", "mixed"], "--nncf-preset is not an option of target"),
+     (["--target", "rpi", "--dynamic"], "--dynamic is not an option of target 'rpi'"),
+     (["--target", "intel", "--calib-ranges", "minmax"], "--calib-ranges is not an option")],
+)
+def test_cli_flags_a_target_does_not_take_are_refused(argv, message):
+    with pytest.raises(TargetError, match=message):
+        _parse(*argv)
+
+
+def test_every_table_option_is_a_field_of_the_exporter_options():
+    import dataclasses
+
+    from edge_yolo.export.pipeline import load_exporter
+
+    for spec in TARGETS.values():
+        kind = load_exporter(spec).options_type
+        fields = {f.name for f in dataclasses.fields(kind)} if kind else set()
+        assert {o.field for o in spec.options} <= fields, spec.name
+
+
+def test_target_options_as_a_dict_refuse_unknown_keys(tmp_path: Path):
+    ckpt = tmp_path / "x.pt"
+    ckpt.write_bytes(b"not read")
+    with pytest.raises(TargetError, match="has no option"):
+        run_export(ckpt, ExportOptions(target="rpi", out=tmp_path,
+                                       target_options={"calib_rangez": "minmax"}))
