@@ -65,7 +65,7 @@ def test_reference_defaults_and_checks():
     assert hyp.close_mosaic == 15
     assert AugmentConfig.from_dict({"mixup": 0.0}).mixup == 0.0
     with pytest.raises(
-        ValueError, match=r"recipe.yaml: unknown augmentation key\(s\) \['mosiac'\]"
+        ValueError, match=r"recipe.yaml: unknown key\(s\) 'mosiac'; known keys: close_mosaic, "
     ):
         AugmentConfig.from_dict({"mosiac": 1.0}, where="recipe.yaml")
     with pytest.raises(ValueError, match="probability"):

@@ -311,3 +311,24 @@ def test_onnx_metadata_is_read_without_a_session(onnx_bundle, monkeypatch):
 
     monkeypatch.setattr(ort, "InferenceSession", no_session)
     assert read_metadata(path).to_dict() == BundleMeta.read(onnx_bundle).to_dict()
+
+
+def test_val_scores_a_bundle_as_its_checkpoint(checkpoint, onnx_bundle, capsys, tmp_path):
+    """One evaluation path: `edge-yolo val` on the FP32 bundle gives the checkpoint's mAP."""
+    from edge_yolo.cli import main
+    from edge_yolo.eval import EVAL, validate
+
+    data = str(rm.REPO / "tests" / "fixtures" / "raccoon")
+    kw = {"split": "all", "threads": 1, "progress": False}
+    by_ckpt, info = validate(checkpoint, data, **kw)
+    by_bundle, bundle_info = validate(onnx_bundle, data, **kw)
+    assert info["kind"] == "checkpoint" and bundle_info["kind"] == "bundle"
+    assert by_ckpt.num_images == by_bundle.num_images == 6 and by_ckpt.map50 > 0.5
+    assert abs(by_ckpt.map50_95 - by_bundle.map50_95) < 1e-3
+    assert info["settings"] == bundle_info["settings"] == EVAL.to_dict()
+    out = tmp_path / "m.json"
+    assert main(["val", "--weights", str(onnx_bundle), "--data", data, "--split", "all",
+                 "--threads", "1", "--no-progress", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "onnx/fp32 on onnxruntime" in printed and str(EVAL) in printed
+    assert json.loads(out.read_text())["map50_95"] == pytest.approx(by_bundle.map50_95)
