@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
+
+from .errors import EdgeYoloError, first_line
 
 # subcommand -> (module, one-line help). The module defines add_arguments(parser) and run(args)
 # and imports heavy libraries (torch, openvino, ...) inside run(), so --help stays fast.
@@ -20,18 +23,34 @@ COMMANDS = {
 }
 
 
+#: exit codes (listed in the README)
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """A mistake on the command line is one line: ``edge-yolo <command>: <what is wrong>``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from edge_yolo import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="edge-yolo",
         description="Train YOLOv9 (GELAN + PGI) detectors, export them per device, run them there.",
+        epilog="exit codes: 0 done; 1 done, but a check failed or inputs were skipped; "
+        "2 a mistake in the arguments or inputs; 3 an internal error (rerun with --debug); "
+        "130 interrupted",
     )
     parser.add_argument("--version", action="version", version=f"edge-yolo {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
+        p.add_argument("--debug", action="store_true",
+                       help="show the full traceback of an error")
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
@@ -49,31 +68,57 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Line-buffered output: a run that is killed keeps its last lines in a piped log.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
-        return 2
+        return EXIT_USAGE
+    prog = f"edge-yolo {args.command}"
     missing = getattr(args, "_missing", None)
     if missing:
         print(
-            f"edge-yolo {args.command}: needs the '{missing}' package, which is not installed "
+            f"{prog}: needs the '{missing}' package, which is not installed "
             "(pip install 'edge-yolo[host]' on the training host)",
             file=sys.stderr,
         )
-        return 2
+        return EXIT_USAGE
     mod = importlib.import_module(args._module)
     try:
         return int(mod.run(args) or 0)
+    except (EdgeYoloError, FileNotFoundError) as e:
+        if args.debug:
+            raise
+        print(f"{prog}: {_one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
     except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("edge_yolo"):
+        if args.debug or (e.name and e.name.startswith("edge_yolo")):
             raise
         print(
-            f"edge-yolo {args.command}: needs the '{e.name}' package, which is not installed "
+            f"{prog}: needs the '{e.name}' package, which is not installed "
             "(see the README for the extras each target needs)",
             file=sys.stderr,
         )
-        return 2
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        if args.debug:
+            raise
+        print(
+            f"{prog}: internal error: {type(e).__name__}: {first_line(e)} "
+            f"(rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split("\n")).strip() or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -1,6 +1,15 @@
-"""Error text shared by every layer (standard library only)."""
+"""The project's error base and error text shared by every layer (standard library only)."""
 
 from __future__ import annotations
+
+
+class EdgeYoloError(Exception):
+    """Base of every error a user can cause and fix: a bad argument, file, dataset, bundle or
+    option. Its message names what is wrong (and the file); the CLI prints it as one line."""
+
+
+class UsageError(EdgeYoloError, ValueError):
+    """A command-line argument that cannot work, found before any work starts."""
 
 
 def first_line(e: BaseException, limit: int = 300) -> str:

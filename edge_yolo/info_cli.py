@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 
+from .cli_args import image_size, positive_int
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("models", nargs="*", help="model names (default: all registered)")
-    p.add_argument("--num-classes", type=int, default=80)
-    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--num-classes", type=positive_int, default=80)
+    p.add_argument("--imgsz", type=image_size, default=640)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,6 +24,13 @@ def run(args: argparse.Namespace) -> int:
     from edge_yolo.models import create_model, list_models, model_summary
     from edge_yolo.models.decode import decode_outputs
 
+    from .errors import UsageError
+
+    unknown = [m for m in args.models if m not in list_models()]
+    if unknown:
+        raise UsageError(
+            f"unknown model {', '.join(map(repr, unknown))}; registered: {', '.join(list_models())}"
+        )
     for name in args.models or list_models():
         model = create_model(name, num_classes=args.num_classes).eval()
         print(model_summary(model, args.imgsz))

@@ -14,6 +14,7 @@ from edge_yolo.models import (
     load_model,
     save_checkpoint,
 )
+from edge_yolo.models.checkpoint import tensors_sha256
 
 torch.set_num_threads(1)
 
@@ -95,8 +96,28 @@ def test_weights_that_do_not_fit_are_refused(tmp_path):
     ckpt = torch.load(path, weights_only=True)
     ckpt["state_dict"]["head.cls.0.2.weight"] = torch.zeros(5, 80, 1, 1)
     torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match="m.pt: the checkpoint's tensors do not match"):
+        load_model(path)
+    ckpt["tensors_sha256"] = tensors_sha256(ckpt["state_dict"])  # consistent, but wrong shapes
+    torch.save(ckpt, path)
     with pytest.raises(CheckpointError, match="m.pt: weights do not fit gelan-t"):
         load_model(path)
+
+
+def test_flipped_bytes_in_the_tensors_are_refused(tmp_path):
+    """torch.load checks nothing in tensor data: a byte flipped inside the weights of the zip
+    loads silently unless the checkpoint carries its own checksum."""
+    import zipfile
+
+    path = save_checkpoint(tmp_path / "m.pt", create_model("gelan-t", num_classes=1))
+    with zipfile.ZipFile(path) as z:
+        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+        offset = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data = bytearray(path.read_bytes())
+    data[offset + info.file_size // 2] ^= 0x40  # stored uncompressed: a weight's byte
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="m.pt: the checkpoint's tensors do not match"):
+        load_checkpoint(path)
 
 
 def test_save_is_atomic(tmp_path, monkeypatch):

@@ -73,7 +73,7 @@ def test_val_refuses_a_dataset_with_other_classes(trained_run: Path, capsys) -> 
         ["val", "--weights", str(trained_run / "best.pt"), "--data", str(raccoons), "--no-progress"]
     )
     err = capsys.readouterr().err
-    assert code == 1 and "model predicts 5 classes" in err and "has 1 (raccoon)" in err
+    assert code == 2 and "model predicts 5 classes" in err and "has 1 (raccoon)" in err
 
 
 def test_train_refuses_to_overwrite_a_run(trained_run: Path, capsys) -> None:
@@ -84,18 +84,18 @@ def test_train_refuses_to_overwrite_a_run(trained_run: Path, capsys) -> None:
 def test_resume_keeps_the_run_config(trained_run: Path, capsys) -> None:
     assert main(["train", "--resume", str(trained_run), "--model", "gelan-s"]) == 2
     assert "--model cannot change on --resume" in capsys.readouterr().err
-    assert main(["train", "--resume", str(trained_run / "last.pt"), "--no-progress"]) == 1
+    assert main(["train", "--resume", str(trained_run / "last.pt"), "--no-progress"]) == 2
     assert "already finished 1 of 1 epochs" in capsys.readouterr().err
 
 
 def test_bad_recipe_is_a_clear_error(tmp_path: Path, capsys) -> None:
     recipe = tmp_path / "r.yaml"
     recipe.write_text("epochz: 3\n")
-    assert main(["train", "--recipe", str(recipe), "--out", str(tmp_path / "o")]) == 1
+    assert main(["train", "--recipe", str(recipe), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "r.yaml" in err and "'epochz'" in err
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path: Path, capsys) -> None:
     code = main(["train", "--data", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")])
-    assert code == 1 and "nope.yaml" in capsys.readouterr().err
+    assert code == 2 and "nope.yaml" in capsys.readouterr().err

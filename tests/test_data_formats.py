@@ -367,10 +367,13 @@ def test_data_command(tmp_path, capsys):
 
     data = _yolo_dataset(tmp_path / "bad", {"x": "0 0.5 0.5 0.2 0.2\n9 0.5 0.5 0.2 0.2\n"})
     (tmp_path / "bad" / "images" / "train" / "x.png").write_bytes(b"junk")
-    assert main(["data", str(data), "--check-images"]) == 0
+    assert main(["data", str(data)]) == 0
     out = capsys.readouterr().out
     assert "class_out_of_range: 1" in out and "unreadable_image: 1" in out
-    assert "a  1 boxes" in out
+    # the only labelled image cannot be decoded: its box is not counted as training data
+    assert "1 images cannot be decoded" in out and "a  0 boxes" in out
+    assert main(["data", str(data), "--labels-only"]) == 0
+    assert "a  1 boxes" in capsys.readouterr().out
     assert main(["data", str(data), "--strict"]) == 1
     assert main(["data", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml: dataset does not exist" in capsys.readouterr().err

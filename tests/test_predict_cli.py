@@ -84,8 +84,10 @@ def test_predict_video(bundle, raccoon_images, capsys, tmp_path):
 
 
 def test_predict_errors(bundle, raccoon_images, capsys, tmp_path):
-    assert main(["predict", str(bundle), str(tmp_path / "nope.jpg")]) == 2
-    assert "nope.jpg: no such image, folder or video" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # refused while parsing, before any work
+        main(["predict", str(bundle), str(tmp_path / "nope.jpg")])
+    assert exit_.value.code == 2
+    assert "edge-yolo predict: argument source:" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "no-bundle"), str(raccoon_images[0])]) == 2
     assert "no-bundle: no such bundle directory or model file" in capsys.readouterr().err
     empty = tmp_path / "empty"
@@ -283,9 +285,13 @@ def test_verify_passes_on_an_intact_bundle_and_fails_on_wrong_references(bundle,
         refs = dict(ref)
     refs["cls_logits"] = refs["cls_logits"] + 1.0  # what a miscompiled runtime would give
     np.savez(copy / "reference.npz", **refs)
-    assert main(["verify", str(copy), "--threads", "1"]) == 1
+    # the changed file no longer matches its export checksum: refused before any number
+    assert main(["verify", str(copy), "--threads", "1"]) == 2
+    assert "reference.npz: the file differs from what was exported" in capsys.readouterr().err
+    # compared anyway, the numbers say FAIL
+    assert main(["verify", str(copy), "--threads", "1", "--no-check-files"]) == 1
     out = capsys.readouterr().out
     assert out.startswith("FAIL") and "score max |diff|" in out
     (copy / "reference.npz").write_bytes(b"junk")
-    assert main(["verify", str(copy)]) == 2
+    assert main(["verify", str(copy), "--no-check-files"]) == 2
     assert "reference.npz: unreadable reference file" in capsys.readouterr().err

@@ -122,7 +122,7 @@ def _parse(*argv: str):
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(["--weights", "w.pt", *argv])
+    args = parser.parse_args(["--weights", __file__, *argv])
     return table_options(args, resolve(args.target)[0].name)
 
 

@@ -1,7 +1,8 @@
 """``edge-yolo data``: check a dataset before training and preview its augmented samples.
 
-Prints the image and box counts per class and the bad-data report; ``--check-images``
-decodes every image (finds corrupt files up front instead of during training);
+Decodes every image (a corrupt or truncated file is found now, not during training;
+``--labels-only`` reads the labels alone, faster on a large set), then prints the image and
+box counts per class of the usable images and the bad-data report;
 ``--preview grid.jpg`` draws augmented training samples with their boxes; ``--strict`` exits
 with 1 when any problem was found (a CI gate on a dataset).
 """
@@ -9,11 +10,11 @@ with 1 when any problem was found (a CI gate on a dataset).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from ..cli_args import image_size, non_negative_int, output_file, positive_int
 from ..fileio import atomic_write_bytes
 from .report import DatasetError
 
@@ -21,22 +22,30 @@ from .report import DatasetError
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="data YAML, COCO JSON, VOC folder, 'synthetic' or 'synthetic:N'")
     p.add_argument("--split", default="train", help="split to read (default: train)")
-    p.add_argument("--imgsz", type=int, default=320, help="preview / synthetic image size")
-    p.add_argument("--check-images", action="store_true", help="decode every image now")
-    p.add_argument("--preview", type=Path, help="write a grid of augmented samples here (.jpg)")
-    p.add_argument("--num", type=int, default=16, help="samples in the preview (default 16)")
-    p.add_argument("--seed", type=int, default=0, help="augmentation seed of the preview")
+    p.add_argument("--imgsz", type=image_size, default=320,
+                   help="preview / synthetic image size")
+    p.add_argument("--labels-only", action="store_true",
+                   help="skip decoding the images (labels are always checked)")
+    p.add_argument("--preview", type=output_file,
+                   help="write a grid of augmented samples here (.jpg or .png)")
+    p.add_argument("--num", type=positive_int, default=16,
+                   help="samples in the preview (default 16)")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="augmentation seed of the preview")
     p.add_argument("--strict", action="store_true", help="exit 1 if any data problem was found")
 
 
-def class_counts(dataset: object) -> tuple[np.ndarray, int]:
-    """Boxes per class and images without boxes, from labels alone where the format allows."""
+def class_counts(dataset: object, skip: set[str] = frozenset()) -> tuple[np.ndarray, int]:
+    """Boxes per class and images without boxes, from labels alone where the format allows;
+    the images in ``skip`` (paths that failed to decode) count for nothing."""
     from .dataset import DetectionDataset, ImageFileDataset, ImageReadError
 
     assert isinstance(dataset, DetectionDataset)
     counts = np.zeros(len(dataset.names), np.int64)
     empty = 0
     for i in range(len(dataset)):
+        if skip and dataset.image_path(i) in skip:
+            continue
         if isinstance(dataset, ImageFileDataset):
             classes = dataset.items[i].classes
         else:
@@ -98,16 +107,15 @@ def run(args: argparse.Namespace) -> int:
     from .formats import load_dataset
 
     kwargs = {"imgsz": args.imgsz} if str(args.data).split(":")[0] == "synthetic" else {}
-    try:
-        dataset = load_dataset(args.data, args.split, **kwargs)
-    except DatasetError as e:
-        print(f"edge-yolo data: {e}", file=sys.stderr)
-        return 2
+    dataset = load_dataset(args.data, args.split, **kwargs)
     print(f"{dataset.source}: {len(dataset)} images, {len(dataset.names)} classes")
-    if args.check_images:
+    if not args.labels_only:
         for _ in dataset:  # iteration reports every image that fails to decode
             pass
-    counts, empty = class_counts(dataset)
+    unreadable = dataset.unreadable
+    if unreadable:
+        print(f"  {len(unreadable)} images cannot be decoded and are left out below")
+    counts, empty = class_counts(dataset, unreadable)
     width = max(len(n) for n in dataset.names)
     for name, n in zip(dataset.names, counts):
         print(f"  {name:<{width}}  {n} boxes")

@@ -174,9 +174,14 @@ class DetectionDataset(ABC):
             except ImageReadError as e:
                 self.note_unreadable(self.image_path(i), str(e))
 
+    @property
+    def unreadable(self) -> set[str]:
+        """Paths of the images found so far that cannot be decoded."""
+        return self.__dict__.setdefault("_unreadable_seen", set())
+
     def note_unreadable(self, path: str, reason: str) -> None:
         """Count an image that failed to decode in ``report``, once per file whatever the epoch."""
-        seen: set[str] = self.__dict__.setdefault("_unreadable_seen", set())
+        seen = self.unreadable
         if path not in seen:
             seen.add(path)
             self.report.add("unreadable_image", path, reason)

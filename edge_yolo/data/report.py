@@ -13,6 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import EdgeYoloError
+
 LOGGER = logging.getLogger("edge_yolo.data")
 
 # kind -> what was done about it; the keys are the only kinds a report accepts.
@@ -36,7 +38,7 @@ _LOG_LIMIT = 20
 _EXAMPLES = 5
 
 
-class DatasetError(ValueError):
+class DatasetError(EdgeYoloError, ValueError):
     """A dataset that cannot be used at all (missing, empty, unparsable); names the path."""
 
 

@@ -10,52 +10,50 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
+from ..cli_args import (
+    confidence,
+    existing_path,
+    image_size,
+    iou_threshold,
+    output_file,
+    positive_int,
+)
 from .val import EVAL, EvalSettings
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, type=Path,
+    p.add_argument("--weights", required=True, type=existing_path,
                    help="edge-yolo checkpoint (.pt), bundle directory or exported model file")
     p.add_argument(
         "--data", required=True, help="data YAML, COCO JSON, VOC folder or synthetic[:N]"
     )
     p.add_argument("--split", default="val", help="dataset split (default val)")
-    p.add_argument("--imgsz", type=int, help="input size of a checkpoint (default: its own)")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--imgsz", type=image_size,
+                   help="input size of a checkpoint (default: its own)")
+    p.add_argument("--batch", type=positive_int, default=8)
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--threads", type=int, help="inference threads of a bundle's backend")
-    p.add_argument("--conf", type=float, default=EVAL.conf,
+    p.add_argument("--threads", type=positive_int, help="inference threads of a bundle's backend")
+    p.add_argument("--conf", type=confidence, default=EVAL.conf,
                    help=f"score threshold (default {EVAL.conf:g})")
-    p.add_argument("--iou", type=float, default=EVAL.iou,
+    p.add_argument("--iou", type=iou_threshold, default=EVAL.iou,
                    help=f"NMS IoU threshold (default {EVAL.iou:g})")
-    p.add_argument("--max-images", dest="max_images", type=int, help="evaluate the first N only")
+    p.add_argument("--max-images", dest="max_images", type=positive_int,
+                   help="evaluate the first N only")
     p.add_argument("--no-fuse", dest="fuse", action="store_false", help="keep BN/RepConv unfused")
-    p.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
+    p.add_argument("--json", type=output_file, help="also write the metrics to this JSON file")
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.report import DatasetError
     from ..fileio import atomic_write_text
-    from ..models.checkpoint import CheckpointError
-    from ..runtime.backends import BackendError
-    from ..runtime.bundle import BundleError
-    from ..train.distributed import DeviceError
-    from .val import ValidationError, validate
+    from .val import validate
 
     settings = EvalSettings(conf=args.conf, iou=args.iou, max_det=EVAL.max_det)
-    try:
-        given = ("split", "imgsz", "batch", "device", "threads", "fuse", "max_images", "progress")
-        result, info = validate(
-            args.weights, args.data, settings=settings, **{k: getattr(args, k) for k in given}
-        )
-    except (DatasetError, CheckpointError, DeviceError, ValidationError, BundleError,
-            BackendError, FileNotFoundError) as e:
-        print(f"edge-yolo val: {e}", file=sys.stderr)
-        return 1
+    given = ("split", "imgsz", "batch", "device", "threads", "fuse", "max_images", "progress")
+    result, info = validate(
+        args.weights, args.data, settings=settings, **{k: getattr(args, k) for k in given}
+    )
     if info["kind"] == "checkpoint":
         form = "PGI branch dropped" if info["trained_as"] != info["model"] else "no PGI branch"
         what = f"{info['model']} ({form}{', fused' if info['fused'] else ''})"

@@ -35,6 +35,7 @@ class EvalResult:
     num_targets: int
     per_class_ap50: dict[str, float] = field(default_factory=dict)
     per_class_targets: dict[str, int] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # "path: reason" of images not evaluated
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; NaN (class without ground truth) becomes ``None``."""
@@ -50,12 +51,15 @@ class EvalResult:
             "per_class": {k: clean(v) for k, v in self.per_class.items()},
             "per_class_ap50": {k: clean(v) for k, v in self.per_class_ap50.items()},
             "per_class_targets": dict(self.per_class_targets),
+            "skipped": list(self.skipped),
         }
 
     def __str__(self) -> str:
         lines = [
             f"mAP50-95 {self.map50_95:.4f}  mAP50 {self.map50:.4f}  "
-            f"({self.num_images} images, {self.num_targets} targets)"
+            f"({self.num_images} images, {self.num_targets} targets"
+            + (f"; {len(self.skipped)} images skipped" if self.skipped else "")
+            + ")"
         ]
         if self.per_class:
             width = max(12, *(len(n) for n in self.per_class))

@@ -8,6 +8,7 @@ settings (:data:`EVAL`), so an FP32 export scores exactly what its float model s
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -16,7 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import EdgeYoloError
 from .coco import EvalResult, GroundTruth, Prediction, evaluate
+
+LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ class EvalSettings:
 EVAL = EvalSettings()
 
 
-class ValidationError(ValueError):
+class ValidationError(EdgeYoloError, ValueError):
     """A model and a dataset that cannot be evaluated together; names both."""
 
 
@@ -95,10 +99,11 @@ def evaluate_detector(
     detector.conf, detector.iou, detector.max_det = settings.conf, settings.iou, settings.max_det
     predictions: list[Prediction] = []
     ground_truths: list[GroundTruth] = []
+    skipped: list[str] = []
     try:
         bar = _progress(_samples(dataset), len(dataset), "evaluate", progress)
         for samples in _chunks(bar, batch_size):
-            for sample, det in zip(samples, detector.batch([s.image for s in samples])):
+            for sample, det in _detect(detector, samples, skipped):
                 predictions.append((det.xyxy, det.scores, det.class_ids))
                 ground_truths.append(
                     (np.asarray(sample.boxes, np.float32).reshape(-1, 4),
@@ -106,7 +111,34 @@ def evaluate_detector(
                 )
     finally:
         detector.conf, detector.iou, detector.max_det = saved
-    return evaluate(predictions, ground_truths, names)
+    if skipped and not predictions:
+        raise ValidationError(
+            f"no image could be evaluated ({len(skipped)} skipped, e.g. {skipped[0]})"
+        )
+    result = evaluate(predictions, ground_truths, names)
+    result.skipped = skipped
+    return result
+
+
+def _detect(detector: Any, samples: list[Any], skipped: list[str]) -> list[tuple[Any, Any]]:
+    """``(sample, detections)`` of a chunk; an image the Detector refuses (too thin for the
+    input, say) is skipped, logged and counted, so one such image cannot end an evaluation
+    (or the training epoch that runs it)."""
+    from ..runtime.processing import ImageError
+
+    try:
+        return list(zip(samples, detector.batch([s.image for s in samples])))
+    except ImageError:
+        pass
+    out = []
+    for sample in samples:
+        try:
+            out.append((sample, detector(sample.image)))
+        except ImageError as e:
+            reason = str(e).split(": ", 1)[-1]
+            LOGGER.warning("%s: skipped in evaluation (%s)", sample.path, reason)
+            skipped.append(f"{sample.path}: {reason}")
+    return out
 
 
 def evaluate_model(

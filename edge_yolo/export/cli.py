@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from typing import Any
 
+from ..cli_args import existing_path, image_size, output_dir, positive_int
 from .targets import (
     PRECISIONS,
     SHARED_OPTIONS,
@@ -40,23 +40,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     boards = ", ".join(list_devices()) or "none found"
     parser.epilog = f"targets:\n{capability_table()}\n\nboards (devices/*.yaml): {boards}"
-    parser.add_argument("--weights", required=True, help="edge-yolo checkpoint (.pt)")
+    parser.add_argument("--weights", required=True, type=existing_path,
+                        help="edge-yolo checkpoint (.pt)")
     parser.add_argument("--target", required=True, help="export target or board name")
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="default: the board's, else the target's")
-    parser.add_argument("--imgsz", type=int, default=None,
+    parser.add_argument("--imgsz", type=image_size, default=None,
                         help="square input size (multiple of 32); default: board, checkpoint, 640")
     parser.add_argument("--calib", default=None,
                         help="calibration images for int8: dataset spec or image folder "
                              "(default: the checkpoint's dataset)")
-    parser.add_argument("--calib-size", type=int, default=None,
+    parser.add_argument("--calib-size", type=positive_int, default=None,
                         help="number of calibration images (default: board's, else 300)")
     parser.add_argument("--calib-split", default="train",
                         help="dataset split calibration images come from (default train)")
-    parser.add_argument("--out", default="exports", help="directory the bundle is written into")
+    parser.add_argument("--out", type=output_dir, default="exports",
+                        help="directory the bundle is written into")
     parser.add_argument("--name", default=None,
                         help="bundle directory name (default <model>-<target>-<precision>)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="threads for the verification run on this host")
     for option in _all_options().values():
         takers = [t.name for t in TARGETS.values()
@@ -100,21 +102,15 @@ def table_options(args: argparse.Namespace, target: str) -> tuple[dict[str, Any]
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from ..models import CheckpointError
-    from .base import ExportError, ExportOptions
+    from .base import ExportOptions
     from .pipeline import run_export
 
-    try:
-        spec, _, _ = resolve(args.target, args.precision)
-        shared, own = table_options(args, spec.name)
-        given = ("target", "precision", "imgsz", "calib", "calib_size", "calib_split", "out",
-                 "name", "threads")
-        options = ExportOptions(
-            **{k: getattr(args, k) for k in given}, target_options=own or None, **shared
-        )
-        path = run_export(args.weights, options)
-    except (TargetError, ExportError, CheckpointError) as e:
-        print(f"edge-yolo export: {e}", file=sys.stderr)
-        return 2
-    print(path)
+    spec, _, _ = resolve(args.target, args.precision)
+    shared, own = table_options(args, spec.name)
+    given = ("target", "precision", "imgsz", "calib", "calib_size", "calib_split", "out",
+             "name", "threads")
+    options = ExportOptions(
+        **{k: getattr(args, k) for k in given}, target_options=own or None, **shared
+    )
+    print(run_export(args.weights, options))
     return 0

@@ -6,12 +6,13 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import EdgeYoloError
 from .targets import TargetError
 
 REFERENCE_FILE = "reference.npz"
 
 
-class ExportError(RuntimeError):
+class ExportError(EdgeYoloError, RuntimeError):
     """An export that could not be completed; the message says which step and why."""
 
 

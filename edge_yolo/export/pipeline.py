@@ -24,7 +24,7 @@ import numpy as np
 
 from ..contract import OUTPUT_NAMES
 from ..fileio import atomic_write_text
-from ..runtime.bundle import BundleMeta
+from ..runtime.bundle import BundleMeta, file_checksums
 from ..runtime.processing import preprocess
 from ..runtime.verify import compare_outputs
 from .base import REFERENCE_FILE, Exporter, ExportError, ExportOptions
@@ -154,8 +154,9 @@ def _run(
         meta.references = [REFERENCE_FILE]
         meta.extra["export_seconds"] = round(time.perf_counter() - t0, 2)
         exporter.embed_metadata(staging / artifact.model_file, meta)
-        meta.write(staging)
         atomic_write_text(staging / "README.md", bundle_readme(meta, job, exporter, name))
+        meta.files = file_checksums(staging)  # the Detector checks them at load
+        meta.write(staging)
         _default_permissions(staging)
         replace_dir(staging, dest)
     except BaseException:

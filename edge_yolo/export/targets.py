@@ -17,16 +17,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ..errors import refuse_unknown_keys
+from ..cli_args import positive_int
+from ..errors import EdgeYoloError, refuse_unknown_keys
 from ..quant.ptq import CALIBRATE_METHODS, OVERFLOW_FIXES, PRESETS, TFLITE_RANGES
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
-class TargetError(ValueError):
+class TargetError(EdgeYoloError, ValueError):
     """An export target, precision or device profile that cannot be used; says what can."""
 
 
@@ -42,15 +45,16 @@ class Option:
     field: str
     flag: str
     help: str
-    kind: type = str
-    choices: tuple[str, ...] | None = None
+    kind: Callable[[str], Any] = str
+    choices: tuple[Any, ...] | None = None
     negate: bool = False
 
 
 #: Options that several targets share; each target lists the ones it honours.
 SHARED_OPTIONS: dict[str, Option] = {
     "dynamic": Option("dynamic", "--dynamic", "dynamic batch dimension", bool),
-    "opset": Option("opset", "--opset", "ONNX opset: 18 (default) or 17 for TensorRT 8.x", int),
+    "opset": Option("opset", "--opset", "ONNX opset: 18 (default) or 17 for TensorRT 8.x", int,
+                    (17, 18)),
     "simplify": Option("simplify", "--no-simplify", "skip onnxslim", bool, negate=True),
 }
 
@@ -117,7 +121,8 @@ TARGETS: dict[str, TargetSpec] = {
             Option("calibrate_method", "--calibrate-method",
                    "int8: activation range method (default minmax)", str, CALIBRATE_METHODS),
             Option("workspace_mib", "--workspace-mib",
-                   "TensorRT builder workspace in MiB for the README's trtexec line", int),
+                   "TensorRT builder workspace in MiB for the README's trtexec line",
+                   positive_int),
         ),
     ),
     "rpi": TargetSpec(
@@ -136,7 +141,8 @@ TARGETS: dict[str, TargetSpec] = {
                    "int8: quantize the input with its calibrated range instead of exactly [0, 1]",
                    bool, negate=True),
             Option("calib_threads", "--calib-threads",
-                   "int8: threads of the calibration interpreter (default all cores)", int),
+                   "int8: threads of the calibration interpreter (default all cores)",
+                   positive_int),
         ),
     ),
 }

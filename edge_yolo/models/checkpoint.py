@@ -8,6 +8,7 @@ a process killed mid-save leaves the previous file intact.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -15,16 +16,40 @@ from typing import Any
 import torch
 
 from ..contract import STRIDES, inference_name
-from ..errors import first_line
+from ..errors import EdgeYoloError, first_line
 from ..fileio import atomic_output
 from .gelan import YOLO, GELANConfig
 
 FORMAT = "edge-yolo-checkpoint"
-FORMAT_VERSION = 1
+#: 2: ``tensors_sha256`` over the weights, checked at load (1: written without it)
+FORMAT_VERSION = 2
 
 
-class CheckpointError(ValueError):
+class CheckpointError(EdgeYoloError, ValueError):
     """A file that is not a usable edge-yolo checkpoint; the message names the file."""
+
+
+def tensors_sha256(*state_dicts: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over tensors' names, dtypes, shapes and bytes, in key order: a flipped byte in a
+    checkpoint's weights changes it (torch.load itself checks nothing)."""
+    h = hashlib.sha256()
+    for sd in state_dicts:
+        for name in sorted(sd):
+            t = sd[name].detach().cpu().contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            if t.numel():
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _checked_tensors(ckpt: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
+    """The tensor dicts the checksum covers: the weights, and a training checkpoint's raw
+    (non-EMA) weights."""
+    out = [ckpt["state_dict"]]
+    train = ckpt.get("train")
+    if isinstance(train, dict) and isinstance(train.get("model"), dict):
+        out.append(train["model"])
+    return out
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
@@ -47,7 +72,7 @@ def checkpoint_dict(
     if len(names) != model.num_classes:
         raise ValueError(f"{len(names)} class names for a {model.num_classes}-class model")
     sd = state_dict if state_dict is not None else model.state_dict()
-    return {
+    ckpt = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model": model.name,
@@ -59,6 +84,8 @@ def checkpoint_dict(
         "state_dict": {k: v.detach().cpu() for k, v in sd.items()},
         **extra,
     }
+    ckpt["tensors_sha256"] = tensors_sha256(*_checked_tensors(ckpt))
+    return ckpt
 
 
 def save_checkpoint(
@@ -92,14 +119,26 @@ def load_checkpoint(
             f"{path}: not an edge-yolo checkpoint (no '{FORMAT}' header); reference YOLOv9 "
             "weights are imported with --weights, see edge_yolo.train.pretrained"
         )
-    if ckpt.get("format_version", 0) > FORMAT_VERSION:
+    version = ckpt.get("format_version", 0)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint format {ckpt['format_version']} is newer than this edge-yolo "
+            f"{path}: checkpoint format {version!r} is newer than this edge-yolo "
             f"reads ({FORMAT_VERSION}); upgrade edge-yolo"
         )
     for key in ("model", "config", "num_classes", "names", "state_dict"):
         if key not in ckpt:
             raise CheckpointError(f"{path}: checkpoint is missing '{key}'")
+    if not isinstance(ckpt["state_dict"], dict) or not all(
+        isinstance(v, torch.Tensor) for v in ckpt["state_dict"].values()
+    ):
+        raise CheckpointError(f"{path}: checkpoint 'state_dict' is not a dict of tensors")
+    if version >= 2:
+        want = ckpt.get("tensors_sha256")
+        if not isinstance(want, str) or tensors_sha256(*_checked_tensors(ckpt)) != want:
+            raise CheckpointError(
+                f"{path}: the checkpoint's tensors do not match their checksum (the file was "
+                "changed or damaged after it was written)"
+            )
     if model is not None and inference_name(ckpt["model"]) != inference_name(model):
         raise CheckpointError(
             f"{path}: checkpoint is for model {ckpt['model']!r}, expected {model!r}"

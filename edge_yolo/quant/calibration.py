@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import EdgeYoloError
 from ..runtime.bundle import Calibration
 from ..runtime.processing import preprocess
 
@@ -27,7 +28,7 @@ DEFAULT_SIZE = 300
 DEFAULT_SPLIT = "train"
 
 
-class CalibrationError(ValueError):
+class CalibrationError(EdgeYoloError, ValueError):
     """Calibration images that cannot be had; says from where and why."""
 
 

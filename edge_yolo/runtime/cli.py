@@ -18,6 +18,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_yolo.cli_args import (
+    confidence,
+    existing_path,
+    iou_threshold,
+    output_dir,
+    positive_int,
+)
+from edge_yolo.errors import UsageError
 from edge_yolo.fileio import atomic_write_bytes
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -26,17 +34,22 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpe
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="bundle directory or model file (.onnx, .xml, .tflite, .pt, ...)")
-    p.add_argument("source", help="an image, a folder of images or a video file")
+    p.add_argument("source", type=existing_path,
+                   help="an image, a folder of images or a video file")
     p.add_argument(
-        "--out", type=Path, help="write annotated images / video (and predictions.json) here"
+        "--out", type=output_dir, help="write annotated images / video (and predictions.json) here"
     )
-    p.add_argument("--conf", type=float, default=0.25, help="confidence threshold (default 0.25)")
-    p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
-    p.add_argument("--max-det", type=int, default=300, help="detections kept per image")
-    p.add_argument("--threads", type=int, help="inference threads (default: all cores)")
+    p.add_argument("--conf", type=confidence, default=0.25,
+                   help="confidence threshold (default 0.25)")
+    p.add_argument("--iou", type=iou_threshold, default=0.45,
+                   help="NMS IoU threshold (default 0.45)")
+    p.add_argument("--max-det", type=positive_int, default=300, help="detections kept per image")
+    p.add_argument("--threads", type=positive_int, help="inference threads (default: all cores)")
     p.add_argument("--device", help="runtime device, e.g. cpu, cuda, GPU (backend specific)")
     p.add_argument("--backend", help="run on this backend instead of the one the bundle names")
     p.add_argument("--show", action="store_true", help="show each result in a window (q quits)")
+    p.add_argument("--no-check-files", dest="check_files", action="store_false",
+                   help="skip the bundle's file checksums (storage verified another way)")
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -48,7 +61,7 @@ def video_frames(path: Path) -> tuple[Iterator[np.ndarray], float, tuple[int, in
     """Frames of a video file, its frame rate and ``(width, height)``; refuses unreadable files."""
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
-        raise ValueError(f"{path}: OpenCV cannot open this video")
+        raise UsageError(f"{path}: OpenCV cannot open this video")
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
     size = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
 
@@ -85,34 +98,16 @@ def summary_line(name: str, dets: object) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_yolo.runtime import BackendError, BundleError, Detector, ImageError
+    from edge_yolo.runtime import Detector, ImageError
 
     source = Path(args.source)
-    if not source.exists():
-        print(f"edge-yolo predict: {source}: no such image, folder or video", file=sys.stderr)
-        return 2
-    try:
-        detector = Detector(
-            args.bundle,
-            device=args.device,
-            threads=args.threads,
-            conf=args.conf,
-            iou=args.iou,
-            max_det=args.max_det,
-            backend=args.backend,
-        )
-    except (FileNotFoundError, BundleError, BackendError, ValueError) as e:
-        print(f"edge-yolo predict: {e}", file=sys.stderr)
-        return 2
+    files = image_files(source) if source.is_dir() else None
+    if files == []:
+        raise UsageError(f"{source}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    given = ("device", "threads", "conf", "iou", "max_det", "backend", "check_files")
+    detector = Detector(args.bundle, **{k: getattr(args, k) for k in given})
     print(detector)
-    if source.is_dir():
-        files = image_files(source)
-        if not files:
-            print(
-                f"edge-yolo predict: {source}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})",
-                file=sys.stderr,
-            )
-            return 2
+    if files:
         return _run_images(detector, files, args, ImageError)
     if source.suffix.lower() in VIDEO_SUFFIXES:
         return _run_video(detector, source, args)
@@ -123,33 +118,33 @@ def _run_images(detector, files: list[Path], args: argparse.Namespace, image_err
     from edge_yolo.runtime import processing
 
     failed = 0
-    records = {}
-    for f in files:
-        try:
-            image = processing.read_image(str(f))
-        except image_error as e:
-            print(f"{f}: skipped ({e})", file=sys.stderr)
-            failed += 1
-            continue
-        dets = detector(image)
-        print(summary_line(str(f), dets))
-        records[f.name] = dets.to_dict()
-        drawn = dets.draw(image) if args.out or args.show else None
+    records: dict[str, dict] = {}
+    try:
+        for f in files:
+            try:
+                image = processing.read_image(str(f))
+                dets = detector(image)
+            except image_error as e:
+                reason = str(e).removeprefix(f"{f}: ").removeprefix("image 0: ")
+                print(f"{f}: skipped ({reason})", file=sys.stderr)
+                records[f.name] = {"error": reason}
+                failed += 1
+                continue
+            print(summary_line(str(f), dets))
+            records[f.name] = dets.to_dict()
+            drawn = dets.draw(image) if args.out or args.show else None
+            if args.out:
+                write_image_atomic(args.out / f.name, drawn)
+            if args.show and _show(drawn, wait_ms=0):
+                break
+    finally:  # whatever stopped the loop, what was predicted is kept
         if args.out:
-            write_image_atomic(args.out / f.name, drawn)
-        if args.show and _show(drawn, wait_ms=0):
-            break
-    if args.out:
-        _write_json(args.out / "predictions.json", records)
+            _write_json(args.out / "predictions.json", records)
     return 1 if failed else 0
 
 
 def _run_video(detector, path: Path, args: argparse.Namespace) -> int:
-    try:
-        frames, fps, size = video_frames(path)
-    except ValueError as e:
-        print(f"edge-yolo predict: {e}", file=sys.stderr)
-        return 2
+    frames, fps, size = video_frames(path)
     writer, tmp, target = None, None, None
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -160,8 +155,7 @@ def _run_video(detector, path: Path, args: argparse.Namespace) -> int:
         writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
         if not writer.isOpened():
             Path(tmp).unlink(missing_ok=True)
-            print(f"edge-yolo predict: cannot write {target} (mp4v)", file=sys.stderr)
-            return 2
+            raise UsageError(f"cannot write {target} (mp4v)")
     records, n, t0 = {}, 0, time.perf_counter()
     try:
         for n, frame in enumerate(frames, 1):  # noqa: B007 (n is the frame count afterwards)
@@ -185,8 +179,7 @@ def _run_video(detector, path: Path, args: argparse.Namespace) -> int:
     if n == 0:
         if tmp:
             Path(tmp).unlink(missing_ok=True)
-        print(f"edge-yolo predict: {path}: no frames could be read", file=sys.stderr)
-        return 2
+        raise UsageError(f"{path}: no frames could be read")
     if writer is not None:
         os.replace(tmp, target)
         _write_json(args.out / "predictions.json", records)

@@ -21,7 +21,8 @@ import numpy as np
 
 from . import processing
 from .backends import SUFFIXES, Backend, BackendError, get_backend
-from .bundle import META_FILE, BundleError, BundleMeta
+from .bundle import META_FILE, BundleError, BundleMeta, inside
+from .bundle import check_files as check_files_against
 from .processing import ImageError
 
 ImageInput = np.ndarray | str | os.PathLike
@@ -123,11 +124,16 @@ def draw_detections(
     return out
 
 
-def resolve(path: str | os.PathLike) -> tuple[Path, BundleMeta, str]:
+def resolve(
+    path: str | os.PathLike, *, check_files: bool = True
+) -> tuple[Path, BundleMeta, str]:
     """Find the model file and metadata of an artifact: ``(model_file, meta, backend_name)``.
 
     ``path`` is a bundle directory, its ``edge_yolo.json``, or a lone model file carrying
     embedded metadata (``.onnx``, ``.xml``, ``.tflite``, ``.engine``/``.plan``, ``.pt``).
+    A bundle's files are checked against the SHA-256 sums its metadata recorded at export
+    (``check_files=False`` skips that, for read-only storage verified another way), and every
+    path it names must stay inside it.
     """
     p = Path(path)
     if not p.exists():
@@ -140,12 +146,7 @@ def resolve(path: str | os.PathLike) -> tuple[Path, BundleMeta, str]:
                 "bundle directory written by `edge-yolo export` or a model file"
             )
         meta = BundleMeta.read(bundle)
-        model_file = bundle / meta.model_file
-        if not model_file.is_file():
-            raise BundleError(
-                f"{bundle / META_FILE}: names model file {meta.model_file!r}, which is missing"
-            )
-        return model_file, meta, meta.backend
+        return _bundle_file(bundle, meta, check_files), meta, meta.backend
     suffix = p.suffix.lower()
     if suffix not in SUFFIXES:
         known = ", ".join(sorted(SUFFIXES))
@@ -158,13 +159,26 @@ def resolve(path: str | os.PathLike) -> tuple[Path, BundleMeta, str]:
     if sidecar.is_file():
         meta = BundleMeta.read(sidecar)
         if meta.model_file == p.name:
-            return p, meta, meta.backend
+            return _bundle_file(p.parent, meta, check_files), meta, meta.backend
     file_backend = get_backend(SUFFIXES[suffix])
     if not file_backend.available():
         raise BackendError(f"{p}: cannot read this file: {file_backend.missing_message()}")
     meta = file_backend.read_metadata(p)
     # The metadata, not the suffix, names the backend: a Jetson Q/DQ ONNX file is for TensorRT.
     return p, meta, meta.backend
+
+
+def _bundle_file(bundle: Path, meta: BundleMeta, check_files: bool) -> Path:
+    """The bundle's model file, after checking its paths (and, unless told not to, its files)."""
+    source = str(bundle / META_FILE)
+    for key, name in meta.paths().items():
+        inside(bundle, name, source, key)
+    model_file = bundle / meta.model_file
+    if not model_file.is_file():
+        raise BundleError(f"{source}: names model file {meta.model_file!r}, which is missing")
+    if check_files:
+        check_files_against(bundle, meta, source)
+    return model_file
 
 
 class Detector:
@@ -183,8 +197,9 @@ class Detector:
         iou: float = 0.45,
         max_det: int = 300,
         backend: str | None = None,
+        check_files: bool = True,
     ) -> None:
-        model_file, meta, name = resolve(path)
+        model_file, meta, name = resolve(path, check_files=check_files)
         name = backend or name
         cls = get_backend(name)
         if not cls.available():
@@ -285,11 +300,15 @@ class Detector:
         t0 = time.perf_counter()
         boxed, infos = [], []
         for i, image in enumerate(images):
-            img, info = processing.letterbox(
-                self._load(image, offset + i),
-                self.imgsz,
-                color=int(norm.get("pad_value", processing.PAD_VALUE)),
-            )
+            try:
+                img, info = processing.letterbox(
+                    self._load(image, offset + i),
+                    self.imgsz,
+                    color=int(norm.get("pad_value", processing.PAD_VALUE)),
+                    strict=True,
+                )
+            except ImageError as e:
+                raise ImageError(f"image {offset + i}: {e}") from None
             boxed.append(img)
             infos.append(info)
         blob = processing.to_blob(

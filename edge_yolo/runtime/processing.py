@@ -17,10 +17,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..errors import EdgeYoloError
+
 PAD_VALUE = 114
 
 
-class ImageError(ValueError):
+class ImageError(EdgeYoloError, ValueError):
     """An input that is not a usable image; the message says what was wrong."""
 
 
@@ -46,14 +48,25 @@ def letterbox(
     new_shape: int | tuple[int, int] = 640,
     color: int = PAD_VALUE,
     scaleup: bool = True,
+    strict: bool = False,
 ) -> tuple[np.ndarray, LetterboxInfo]:
-    """Resize keeping the aspect ratio and pad to ``new_shape`` (image centred)."""
+    """Resize keeping the aspect ratio and pad to ``new_shape`` (image centred).
+
+    Every shape works: a side that would round to zero pixels is kept at one. ``strict``
+    refuses instead (:class:`ImageError`) an image so thin that its short side would shrink
+    below one pixel: nothing of it would be left to detect (what the ``Detector`` does).
+    """
     h, w = image.shape[:2]
     nh, nw = _as_hw(new_shape)
     r = min(nh / h, nw / w)
     if not scaleup:
         r = min(r, 1.0)
-    rw, rh = round(w * r), round(h * r)
+    if strict and min(h, w) * r < 1:
+        raise ImageError(
+            f"image {w}x{h} is too thin for a {nw}x{nh} input: its short side would shrink "
+            "below one pixel"
+        )
+    rw, rh = max(1, round(w * r)), max(1, round(h * r))
     if (rw, rh) != (w, h):
         # Bilinear is ~5x cheaper than INTER_AREA at non-integer scales and aliases visibly
         # only for strong reductions, where area averaging is worth its cost.

@@ -12,12 +12,12 @@ kernels legitimately differ a little from the host's numbers.
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..cli_args import positive_int
 from .processing import dfl_decode, sigmoid
 
 #: precision -> (max |score difference|, mean |box distance difference| in stride units)
@@ -88,19 +88,22 @@ def verify_bundle(
     backend: str | None = None,
     threads: int | None = None,
     device: str | None = None,
+    check_files: bool = True,
 ) -> VerifyResult:
     """Run the bundle's reference inputs and compare with the outputs stored at export."""
-    from .bundle import BundleError
+    from .bundle import META_FILE, BundleError, inside
     from .detector import Detector
 
-    det = Detector(bundle, device=device, threads=threads, backend=backend)
+    det = Detector(
+        bundle, device=device, threads=threads, backend=backend, check_files=check_files
+    )
     meta = det.meta
     root = Path(bundle) if Path(bundle).is_dir() else Path(bundle).parent
     if not meta.references:
         raise BundleError(f"{root}: the bundle stores no reference inputs/outputs to verify")
     got, want = [], []
     for name in meta.references:
-        path = root / name
+        path = inside(root, name, str(root / META_FILE), "references")
         try:
             with np.load(path) as ref:
                 images, want_box, want_cls = ref["images"], ref["box_dist"], ref["cls_logits"]
@@ -126,21 +129,15 @@ def verify_bundle(
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="bundle directory (with edge_yolo.json and reference.npz)")
     p.add_argument("--backend", help="run on this backend instead of the one the bundle names")
-    p.add_argument("--threads", type=int, help="inference threads (default: all cores)")
+    p.add_argument("--threads", type=positive_int, help="inference threads (default: all cores)")
     p.add_argument("--device", help="runtime device, e.g. cpu, cuda, GPU (backend specific)")
+    p.add_argument("--no-check-files", dest="check_files", action="store_false",
+                   help="skip the bundle's file checksums (storage verified another way)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from .backends import BackendError
-    from .bundle import BundleError
-
-    try:
-        r = verify_bundle(
-            args.bundle, backend=args.backend, threads=args.threads, device=args.device
-        )
-    except (FileNotFoundError, BundleError, BackendError) as e:
-        print(f"edge-yolo verify: {e}", file=sys.stderr)
-        return 2
+    given = ("backend", "threads", "device", "check_files")
+    r = verify_bundle(args.bundle, **{k: getattr(args, k) for k in given})
     verdict = "PASS" if r.ok else "FAIL"
     print(
         f"{verdict} {args.bundle}: {r.references} reference inputs; score max |diff| "

@@ -12,6 +12,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cli_args import (
+    existing_path,
+    image_size,
+    non_negative_int,
+    output_dir,
+    positive_float,
+    positive_int,
+)
+
 # Flags that may differ on --resume: they change where/how fast, not what is computed
 # (``epochs`` may extend a finished schedule; the LR schedule is then the longer one).
 RESUME_OVERRIDES = ("epochs", "workers", "device", "threads", "progress", "plots")
@@ -20,8 +29,9 @@ RESUME_OVERRIDES = ("epochs", "workers", "device", "threads", "progress", "plots
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = (__doc__ or "").split("\n\n")[0]
     g = p.add_argument_group("run")
-    g.add_argument("--recipe", type=Path, help="recipe YAML (recipes/*.yaml); flags override it")
-    g.add_argument("--model", help="yolov9-t, yolov9-s (PGI), gelan-t, gelan-s")
+    g.add_argument("--recipe", type=existing_path,
+                   help="recipe YAML (recipes/*.yaml); flags override it")
+    g.add_argument("--model", help="yolov9-t, yolov9-s (with PGI), gelan-t, gelan-s")
     g.add_argument("--data", help="data YAML, COCO JSON, VOC folder, 'synthetic' or 'synthetic:N'")
     g.add_argument(
         "--val-data", dest="val_data", help="validation set (default: val split of --data)"
@@ -29,25 +39,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--weights", help="initial weights: edge-yolo checkpoint or reference YOLOv9 .pt"
     )
-    g.add_argument("--out", help="run directory (default runs/train)")
+    g.add_argument("--out", type=output_dir, help="run directory (default runs/train)")
     g.add_argument("--exist-ok", action="store_true", help="allow --out to hold an earlier run")
-    g.add_argument("--resume", metavar="RUN", help="continue a run: its directory or its last.pt")
+    g.add_argument("--resume", metavar="RUN", type=existing_path,
+                   help="continue a run: its directory or its last.pt")
     h = p.add_argument_group("schedule")
-    h.add_argument("--epochs", type=int)
-    h.add_argument("--imgsz", type=int, help="square training/validation size in pixels")
-    h.add_argument("--batch", type=int, help="global batch (summed over processes)")
-    h.add_argument("--nbs", type=int, help="nominal batch for gradient accumulation (64)")
-    h.add_argument("--lr0", type=float)
-    h.add_argument("--lrf", type=float)
+    h.add_argument("--epochs", type=positive_int)
+    h.add_argument("--imgsz", type=image_size, help="square training/validation size in pixels")
+    h.add_argument("--batch", type=positive_int, help="global batch (summed over processes)")
+    h.add_argument("--nbs", type=positive_int, help="nominal batch for gradient accumulation (64)")
+    h.add_argument("--lr0", type=positive_float)
+    h.add_argument("--lrf", type=positive_float)
     h.add_argument("--cos-lr", dest="cos_lr", action="store_true", default=None)
     h.add_argument("--warmup-epochs", dest="warmup_epochs", type=float)
-    h.add_argument("--close-mosaic", dest="close_mosaic", type=int)
-    h.add_argument("--eval-interval", dest="eval_interval", type=int, help="0: never evaluate")
+    h.add_argument("--close-mosaic", dest="close_mosaic", type=non_negative_int)
+    h.add_argument("--eval-interval", dest="eval_interval", type=non_negative_int,
+                   help="0: never evaluate")
     r = p.add_argument_group("runtime")
     r.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
-    r.add_argument("--workers", type=int, help="data-loading processes per training process")
-    r.add_argument("--seed", type=int)
-    r.add_argument("--threads", type=int, help="torch CPU threads per process")
+    r.add_argument("--workers", type=non_negative_int,
+                   help="data-loading processes per training process")
+    r.add_argument("--seed", type=non_negative_int)
+    r.add_argument("--threads", type=positive_int, help="torch CPU threads per process")
     r.add_argument("--sync-bn", dest="sync_bn", action="store_true", default=None)
     r.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None)
     r.add_argument("--no-progress", dest="progress", action="store_false", default=None)
@@ -82,57 +95,45 @@ OVERRIDE_KEYS = (
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
+    from edge_yolo.errors import UsageError
+    from edge_yolo.models import list_models
 
-    from edge_yolo.data.report import DatasetError
-    from edge_yolo.models.checkpoint import CheckpointError
-
-    from .config import RecipeError, config_from_dict, load_recipe
-    from .distributed import DeviceError
-    from .loop import TrainError, train
-    from .pretrained import PretrainedError
+    from .config import config_from_dict, load_recipe
+    from .loop import train
     from .state import load_resume_point
 
+    if args.model is not None and args.model not in list_models():
+        raise UsageError(
+            f"--model {args.model}: unknown model; registered: {', '.join(list_models())}"
+        )
     overrides = {k: getattr(args, k) for k in OVERRIDE_KEYS}
-    try:
-        resume = None
-        if args.resume:
-            resume = load_resume_point(args.resume)
-            fixed = sorted(
-                k for k, v in overrides.items() if v is not None and k not in RESUME_OVERRIDES
+    overrides["out"] = None if args.out is None else str(args.out)
+    resume = None
+    if args.resume:
+        resume = load_resume_point(args.resume)
+        fixed = sorted(
+            k for k, v in overrides.items() if v is not None and k not in RESUME_OVERRIDES
+        )
+        if fixed or args.recipe:
+            names = ", ".join(f"--{k.replace('_', '-')}" for k in fixed) or "--recipe"
+            raise UsageError(
+                f"{names} cannot change on --resume (the run keeps its config; only "
+                f"{', '.join('--' + k for k in RESUME_OVERRIDES)} may)"
             )
-            if fixed or args.recipe:
-                names = ", ".join(f"--{k.replace('_', '-')}" for k in fixed) or "--recipe"
-                print(
-                    f"edge-yolo train: {names} cannot change on --resume (the run keeps its "
-                    f"config; only {', '.join('--' + k for k in RESUME_OVERRIDES)} may)",
-                    file=sys.stderr,
-                )
-                return 2
-            values = {**resume.config, **{k: v for k, v in overrides.items() if v is not None}}
-            values["out"] = str(resume.path.parent)
-            cfg = config_from_dict(values, f"{resume.path} (resumed config)")
-        else:
-            cfg = load_recipe(args.recipe, overrides)
-            out = Path(cfg.out)
-            if (out / "last.pt").exists() and not args.exist_ok:
-                print(
-                    f"edge-yolo train: {out} already holds a run (last.pt); continue it with "
-                    f"--resume {out}, or pass --exist-ok / another --out",
-                    file=sys.stderr,
-                )
-                return 2
-        result = train(cfg, resume=resume)
-    except (
-        RecipeError,
-        DatasetError,
-        CheckpointError,
-        PretrainedError,
-        TrainError,
-        DeviceError,
-    ) as e:
-        print(f"edge-yolo train: {e}", file=sys.stderr)
-        return 1
+        values = {**resume.config, **{k: v for k, v in overrides.items() if v is not None}}
+        values["out"] = str(resume.path.parent)
+        cfg = config_from_dict(values, f"{resume.path} (resumed config)")
+    else:
+        cfg = load_recipe(args.recipe, overrides)
+        out = Path(cfg.out)
+        if (out / "last.pt").exists() and not args.exist_ok:
+            raise UsageError(
+                f"{out} already holds a run (last.pt); continue it with --resume {out}, or "
+                "pass --exist-ok / another --out"
+            )
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"{out} is a file, not a run directory")
+    result = train(cfg, resume=resume)
     if result.final is not None:
         final = result.final
         print(f"best: {result.best}  mAP50-95 {final['map50_95']:.4f}  mAP50 {final['map50']:.4f}")

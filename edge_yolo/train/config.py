@@ -20,10 +20,10 @@ from typing import Any
 
 import yaml
 
-from ..errors import refuse_unknown_keys
+from ..errors import EdgeYoloError, refuse_unknown_keys
 
 
-class RecipeError(ValueError):
+class RecipeError(EdgeYoloError, ValueError):
     """A recipe file or value that cannot be used; the message names the file and the key."""
 
 

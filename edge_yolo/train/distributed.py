@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..errors import EdgeYoloError
 
-class DeviceError(ValueError):
+
+class DeviceError(EdgeYoloError, ValueError):
     """A requested device that this machine or this launch cannot provide."""
 
 
@@ -42,7 +44,10 @@ def select_device(requested: str | None, local_rank: int = 0) -> torch.device:
     """``None``: CUDA when available, else CPU; ``cuda`` under torchrun means this rank's GPU."""
     if requested is None:
         requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise DeviceError(f"--device {requested}: expected cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceError(f"--device {requested}: CUDA is not available on this machine")

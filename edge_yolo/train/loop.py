@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge_yolo.errors import EdgeYoloError, first_line
 from edge_yolo.fileio import atomic_write_bytes
 from edge_yolo.models import create_model
 from edge_yolo.models.checkpoint import model_from_checkpoint
@@ -45,7 +46,7 @@ StepCallback = Callable[[int, YOLO], None]
 LOSS_NAMES = ("box", "cls", "dfl")
 
 
-class TrainError(ValueError):
+class TrainError(EdgeYoloError, ValueError):
     """A run that cannot start or continue as configured; the message says why."""
 
 
@@ -287,20 +288,27 @@ def _train(
             "val/map50_95": None,
             "val/map50": None,
         }
+        eval_error: Exception | None = None
         if val_set is not None and ((epoch + 1) % cfg.eval_interval == 0 or final_epoch):
             from edge_yolo.eval import evaluate_model
 
-            result = evaluate_model(
-                ema.ema,
-                val_set,
-                imgsz=cfg.imgsz,
-                batch_size=cfg.eval_batch or 2 * batch,
-                progress=cfg.progress,
-            )
-            row["val/map50_95"], row["val/map50"] = (
-                _nan_to_zero(result.map50_95),
-                _nan_to_zero(result.map50),
-            )
+            try:
+                result = evaluate_model(
+                    ema.ema,
+                    val_set,
+                    imgsz=cfg.imgsz,
+                    batch_size=cfg.eval_batch or 2 * batch,
+                    progress=cfg.progress,
+                )
+                row["val/map50_95"], row["val/map50"] = (
+                    _nan_to_zero(result.map50_95),
+                    _nan_to_zero(result.map50),
+                )
+                if result.skipped:
+                    log(f"evaluation skipped {len(result.skipped)} images, e.g. "
+                        f"{result.skipped[0]}")
+            except Exception as e:  # the epoch's checkpoint is saved first, then it stops
+                eval_error = e
         row["time"] = time.perf_counter() - t_epoch
         history.append(row)
         if info.is_main:
@@ -328,6 +336,11 @@ def _train(
             if improved or best_fitness is None:
                 _copy_atomic(last_path, best_path)
             write_results(out, history)
+            if eval_error is not None:
+                raise TrainError(
+                    f"evaluation after epoch {epoch + 1} failed ({first_line(eval_error)}); "
+                    f"the epoch is saved in {last_path}: fix the cause and --resume {out}"
+                ) from eval_error
             if cfg.plots:  # every epoch, so a stopped run still has its curves
                 plot_results(out, history)
             log(_epoch_line(row, cfg.epochs))

@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from ...contract import OUTPUT_NAMES, num_anchors
+from ...errors import EdgeYoloError
 from ..bundle import META_FILE, META_KEY, BundleError, BundleMeta
 
 
-class BackendError(RuntimeError):
+class BackendError(EdgeYoloError, RuntimeError):
     """A model file the runtime cannot load or run; the message names the file."""
 
 

@@ -37,7 +37,13 @@ class OnnxRuntimeBackend(Backend):
                 f"{self.model_path}: onnxruntime device must be one of "
                 f"{', '.join(str(k) for k in PROVIDERS if k)}, got {device!r}"
             )
-        providers = [p for p in PROVIDERS[device] if p in ort.get_available_providers()]
+        available = ort.get_available_providers()
+        if device in ("cuda", "gpu") and "CUDAExecutionProvider" not in available:
+            raise BackendError(
+                f"{self.model_path}: --device {device}: this onnxruntime has no CUDA provider "
+                f"(available: {', '.join(available)}); install onnxruntime-gpu, or use cpu"
+            )
+        providers = [p for p in PROVIDERS[device] if p in available]
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1  # one model, sequential graph: no inter-op parallelism

@@ -39,7 +39,14 @@ class TorchBackend(Backend):
         model = model.eval()
         if hasattr(model, "fuse"):
             model.fuse()
-        self.torch_device = torch.device(self.device or "cpu")
+        try:
+            self.torch_device = torch.device(self.device or "cpu")
+        except RuntimeError:
+            raise BackendError(
+                f"{self.model_path}: --device {self.device}: expected cpu, cuda or cuda:N"
+            ) from None
+        if self.torch_device.type == "cuda" and not torch.cuda.is_available():
+            raise BackendError(f"{self.model_path}: --device {self.device}: CUDA is not available")
         self.model = ExportModel(model).to(self.torch_device).eval()
         self._dtype = next(self.model.parameters()).dtype  # an fp16 EMA takes fp16 input
         self._torch = torch

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ...errors import first_line
+from ...errors import EdgeYoloError, first_line
 
 # GELAN / YOLOv9 layer classes of WongKinYiu/yolov9 (models/common.py, models/yolo.py). Any
 # other name under ``models.`` is refused: it is either another architecture or a payload.
@@ -64,7 +64,7 @@ _NUMPY_DATA = re.compile(
 )
 
 
-class PretrainedError(ValueError):
+class PretrainedError(EdgeYoloError, ValueError):
     """A weights file that cannot be imported; the message names the file and the problem."""
 
 
