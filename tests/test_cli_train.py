@@ -99,3 +99,19 @@ def test_bad_recipe_is_a_clear_error(tmp_path: Path, capsys) -> None:
 def test_missing_dataset_is_a_clear_error(tmp_path: Path, capsys) -> None:
     code = main(["train", "--data", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")])
     assert code == 2 and "nope.yaml" in capsys.readouterr().err
+
+
+def test_a_failed_evaluation_still_saves_the_epoch(tmp_path, capsys, monkeypatch) -> None:
+    import edge_yolo.eval as evaluation
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the evaluator broke")
+
+    monkeypatch.setattr(evaluation, "evaluate_model", broken)
+    out = tmp_path / "run"
+    code = main(["train", "--model", "gelan-t", "--epochs", "1", "--out", str(out), *TINY])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "evaluation after epoch 1 failed (the evaluator broke)" in err
+    assert f"--resume {out}" in err
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert ckpt["train"]["epoch"] == 1  # the epoch is kept: nothing to redo

@@ -386,3 +386,46 @@ def test_iteration_skips_and_reports_unreadable_images(tmp_path):
     for _ in range(2):  # e.g. two validation passes
         assert [Path(s.path).name for s in ds] == ["y.png"]
     assert ds.report.counts == {"unreadable_image": 1}
+
+
+# ---------------------------------------------------------------- datasets that cannot train
+
+
+def _train(data, tmp_path, capsys):
+    from edge_yolo.cli import main
+
+    code = main(["train", "--data", str(data), "--imgsz", "64", "--batch", "2", "--epochs", "1",
+                 "--model", "gelan-t", "--out", str(tmp_path / "run"), "--no-progress",
+                 "--no-plots", "--workers", "0"])
+    captured = capsys.readouterr()
+    return code, captured
+
+
+def test_a_dataset_of_corrupt_images_is_refused_before_training(tmp_path, capsys):
+    data = _yolo_dataset(tmp_path, {"x": "0 0.5 0.5 0.2 0.2\n", "y": "1 0.5 0.5 0.2 0.2\n"})
+    for png in (tmp_path / "images").rglob("*.png"):
+        png.write_bytes(b"\x89PNG but nothing more")
+    code, captured = _train(data, tmp_path, capsys)
+    err = captured.err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "none of its 2 images can be decoded" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_a_dataset_without_valid_boxes_is_refused_before_training(tmp_path, capsys):
+    data = _yolo_dataset(tmp_path, {"x": "7 0.5 0.5 0.2 0.2\n", "y": "0 0.5 0.5 oops 0.2\n"})
+    code, captured = _train(data, tmp_path, capsys)
+    err = captured.err.strip().splitlines()[-1]
+    assert code == 2 and "no valid boxes in 2 images (2 invalid label entries dropped)" in err
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_mostly_invalid_labels_get_a_loud_warning_with_the_counts(tmp_path):
+    from edge_yolo.data.dataset import check_trainable
+
+    labels = {"x": "0 0.5 0.5 0.2 0.2\n" + "9 0.5 0.5 0.2 0.2\n" * 3}
+    dataset = load_dataset(_yolo_dataset(tmp_path, labels), "train")
+    warning = check_trainable(dataset)
+    assert warning and "3 label entries were dropped and 1 valid boxes remain" in warning
+    good = load_dataset(_yolo_dataset(tmp_path / "g", {"x": "0 0.5 0.5 0.2 0.2\n"}), "train")
+    assert check_trainable(good) is None

@@ -249,3 +249,13 @@ def test_a_corrupt_validation_image_is_skipped_and_reported(tmp_path):
     r = evaluate_model(model, dataset, imgsz=64, batch_size=4, progress=False)
     assert r.num_images == len(dataset) - 1
     assert "raccoon-10.jpg" in str(dataset.report.to_dict())
+
+
+def test_an_image_too_thin_for_the_input_is_skipped_and_counted():
+    model = _oracle_model()
+    thin = Sample(np.full((1, 640, 3), 50, np.uint8), *gt([[0, 0, 10, 1]], [1]), "strip.png")
+    dataset = ListDataset([*ORACLE_SET, thin], ORACLE_SET.names)
+    r = evaluate_model(model, dataset, imgsz=128, batch_size=4, progress=False)
+    assert r.num_images == 2 and r.map50_95 == pytest.approx(1.0)
+    assert len(r.skipped) == 1 and r.skipped[0].startswith("strip.png: image 640x1 is too thin")
+    assert "1 images skipped" in str(r) and r.to_dict()["skipped"] == r.skipped

@@ -295,3 +295,18 @@ def test_verify_passes_on_an_intact_bundle_and_fails_on_wrong_references(bundle,
     (copy / "reference.npz").write_bytes(b"junk")
     assert main(["verify", str(copy), "--no-check-files"]) == 2
     assert "reference.npz: unreadable reference file" in capsys.readouterr().err
+
+
+def test_a_thin_image_in_a_folder_is_skipped_and_the_rest_written(bundle, raccoon_images,
+                                                                  capsys, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(raccoon_images[0], folder / "a.jpg")
+    cv2.imwrite(str(folder / "strip.png"), np.full((1, 640, 3), 90, np.uint8))
+    out = tmp_path / "out"
+    assert main(["predict", str(bundle), str(folder), "--threads", "1", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "strip.png: skipped (image 640x1 is too thin for a 160x160 input" in err
+    records = json.loads((out / "predictions.json").read_text())
+    assert records["a.jpg"]["detections"] and "too thin" in records["strip.png"]["error"]
+    assert (out / "a.jpg").is_file() and not (out / "strip.png").exists()

@@ -149,6 +149,10 @@ class DetectionDataset(ABC):
         sample = self.load(index)
         return sample.boxes, sample.classes
 
+    def num_boxes(self) -> int:
+        """Valid boxes over the whole set (from the labels where the format allows)."""
+        return sum(len(self.annotations(i)[1]) for i in range(len(self)))
+
     def image_path(self, index: int) -> str:
         """Where image ``index`` comes from (a file path, or a synthetic id)."""
         return self.load(index).path
@@ -214,6 +218,9 @@ class ImageFileDataset(DetectionDataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def num_boxes(self) -> int:
+        return sum(len(item.classes) for item in self.items)
+
     def image_path(self, index: int) -> str:
         return str(self.items[self._index(index)].path)
 
@@ -261,3 +268,41 @@ class FirstN:
         if not 0 <= i < self.n:
             raise IndexError(i)
         return self.dataset[i]
+
+
+#: report kinds whose label entries were dropped (an object or a whole line lost)
+DROPPED_LABELS = ("bad_field_count", "non_numeric", "unknown_class", "class_out_of_range",
+                  "degenerate_box", "unknown_image_id")
+
+
+def check_trainable(dataset: DetectionDataset) -> str | None:
+    """Refuse a dataset that cannot train, before training starts (:class:`DatasetError`, one
+    line): no valid box in its labels, or no image that decodes (images are tried in a spread
+    order until one does, so an all-corrupt set is found without reading a good set whole).
+    Returns a warning when most label entries were invalid and dropped, else None."""
+    n = len(dataset)
+    boxes = dataset.num_boxes()
+    dropped = sum(dataset.report.counts[k] for k in DROPPED_LABELS)
+    if boxes == 0:
+        raise DatasetError(
+            f"{dataset.source}: no valid boxes in {n} images ({dropped} invalid label entries "
+            "dropped): nothing to learn from; `edge-yolo data` lists the problems"
+        )
+    order = sorted(range(n), key=lambda i: (i * 7919) % n) if n > 1 else [0]
+    first_error = ""
+    for i in order:
+        try:
+            dataset.load(i)
+            break
+        except ImageReadError as e:
+            first_error = first_error or str(e)
+    else:
+        raise DatasetError(
+            f"{dataset.source}: none of its {n} images can be decoded, e.g. {first_error}"
+        )
+    if dropped > boxes:
+        return (
+            f"WARNING {dataset.source}: most labels are invalid: {dropped} label entries were "
+            f"dropped and {boxes} valid boxes remain; check them with `edge-yolo data`"
+        )
+    return None

@@ -110,6 +110,9 @@ class SyntheticDataset(DetectionDataset):
     def image_path(self, index: int) -> str:
         return f"synthetic/{self.split}/{self._index(index):06d}"
 
+    def num_boxes(self) -> int:
+        return self.num_images * self.config.min_objects  # at least: every image has objects
+
     def load(self, index: int) -> Sample:
         index = self._index(index)
         rng = np.random.default_rng([self.seed, _SPLIT_IDS[self.split], index])

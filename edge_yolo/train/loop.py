@@ -100,6 +100,7 @@ def _train(
     cfg: TrainConfig, info: DistInfo, resume: ResumePoint | None, on_step: StepCallback | None
 ) -> TrainResult:
     from edge_yolo.data import FirstN, load_dataset, spec_kwargs
+    from edge_yolo.data.dataset import check_trainable
     from edge_yolo.data.loader import DetectionLoader
 
     from .loss import LossGains, build_loss
@@ -125,6 +126,9 @@ def _train(
     num_classes = cfg.num_classes or len(names)
     if num_classes != len(names):
         raise TrainError(f"{cfg.data}: {len(names)} class names but num_classes={num_classes}")
+    warning = check_trainable(train_set)  # before any training work: one line, main process
+    if warning and info.is_main:
+        log(warning)
     val_set = None
     if cfg.eval_interval and info.is_main:
         val_data = cfg.val_data or cfg.data
