@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip
 # constraints.txt pins torch to the local CPU wheel so no later install replaces it.
 PIP_INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast test-pi lint bench clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+## test-pi: the Raspberry Pi path on an emulated Cortex-A76 and A72 (also part of `make test`)
+test-pi: $(STAMP)
+	$(BIN)/python scripts/emulated_pi.py setup > /dev/null
+	$(BIN)/python -m pytest -m slow -q tests/test_emulated_pi.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check edge_yolo tests benchmarks examples
 	$(BIN)/ruff format --check edge_yolo tests benchmarks examples
@@ -40,4 +45,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_model.py
 
 clean:
-	rm -rf $(VENV) .venv-tflite214 .pytest_cache .ruff_cache runs
+	rm -rf $(VENV) .venv-tflite214 .cache/emulated-pi .pytest_cache .ruff_cache runs

@@ -23,35 +23,19 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import runtime_models as rm
 import torch
+from parity import CONF, TOLERANCES, assert_agree, match
 
 from edge_yolo import Detector
 from edge_yolo.runtime import BackendError, BundleError, Detections, processing
 from edge_yolo.runtime.backends import get_backend
 
 torch.set_num_threads(1)
-CONF = 0.05  # low, so low-score boxes are compared too
 
-
-@dataclass(frozen=True)
-class Tolerance:
-    min_iou: float  # a matched pair overlaps at least this much
-    matched: float  # fraction of boxes scoring >= count_above that are matched, both directions
-    count_above: float = CONF  # boxes near CONF may cross it under quantization noise
-    score_max: float | None = None  # max |score diff| over matched pairs
-    score_mae: float | None = None  # mean |score diff| over matched pairs
-
-
-TOLERANCES = {
-    "fp32": Tolerance(min_iou=0.95, matched=1.0, score_max=0.01),
-    "fp16": Tolerance(min_iou=0.90, matched=0.9, count_above=0.1, score_max=0.03),
-    "int8": Tolerance(min_iou=0.50, matched=0.8, count_above=0.25, score_mae=0.12),
-}
 
 # (target, precision, backend to run it on: None = the one the bundle names)
 FAST = [("onnx", "fp32", None), ("intel", "fp32", None)]
@@ -100,32 +84,6 @@ def _bundle(root, target: str, precision: str, backend: str | None):
         pytest.skip(f"{target} {precision} exporter needs the {e.name!r} package")
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), 2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], 1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], 1)
-    return inter / (area_a[:, None] + area_b[None] - inter)
-
-
-def match(ref: Detections, got: Detections, min_iou: float) -> list[tuple[int, int, float]]:
-    """Greedy: each reference box (best score first) takes the free same-class box it overlaps
-    most, if that overlap reaches ``min_iou``. Returns ``(ref_index, got_index, iou)``."""
-    if not len(ref) or not len(got):
-        return []
-    ious = iou_matrix(ref.xyxy, got.xyxy)
-    ious[ref.class_ids[:, None] != got.class_ids[None, :]] = -1.0
-    pairs, free = [], np.ones(len(got), bool)
-    for i in np.argsort(-ref.scores, kind="stable"):
-        cand = np.where(free, ious[i], -1.0)
-        j = int(cand.argmax())
-        if cand[j] >= min_iou:
-            free[j] = False
-            pairs.append((int(i), j, float(cand[j])))
-    return pairs
-
-
 def test_greedy_matching_is_class_aware_and_one_to_one():
     box = np.array([[0, 0, 10, 10]], np.float32)
     a = Detections(
@@ -144,30 +102,8 @@ def test_artifact_detections_match_torch(root, images, reference, target, precis
     bundle = _bundle(root, target, precision, backend)
     det = Detector(bundle, threads=1, conf=CONF, backend=backend)
     assert det.meta.precision == precision and det.names == reference[0].class_names
-    tol = TOLERANCES[precision]
-    n_ref = n_got = hit_ref = hit_got = 0
-    score_diff: list[float] = []
-    for image, ref in zip(images, reference):
-        got = det(image)
-        pairs = match(ref, got, tol.min_iou)
-        score_diff += [abs(float(ref.scores[i]) - float(got.scores[j])) for i, j, _ in pairs]
-        n_ref += int((ref.scores >= tol.count_above).sum())
-        n_got += int((got.scores >= tol.count_above).sum())
-        hit_ref += sum(ref.scores[i] >= tol.count_above for i, _, _ in pairs)
-        hit_got += sum(got.scores[j] >= tol.count_above for _, j, _ in pairs)
-    assert n_ref >= len(images)  # the model finds the raccoons: there is something to compare
-    summary = (
-        f"{target}/{precision} on {det.backend.name}: boxes scoring >= {tol.count_above} "
-        f"matched at IoU >= {tol.min_iou}: torch {hit_ref}/{n_ref}, artifact {hit_got}/{n_got}; "
-        f"score diff max {max(score_diff, default=0):.4f} "
-        f"mean {np.mean(score_diff) if score_diff else 0:.4f}"
-    )
-    print(summary)
-    assert hit_ref >= tol.matched * n_ref and hit_got >= tol.matched * n_got, summary
-    if tol.score_max is not None:
-        assert max(score_diff) <= tol.score_max, summary
-    if tol.score_mae is not None:
-        assert np.mean(score_diff) <= tol.score_mae, summary
+    got = [det(image) for image in images]
+    print(assert_agree(reference, got, precision, f"{target}/{precision} on {det.backend.name}"))
 
 
 @pytest.mark.parametrize(("target", "precision", "backend"), [c for c in FAST])
