@@ -18,6 +18,8 @@ COMMANDS = {
     "export": ("edge_yolo.export.cli", "export a checkpoint to a target's artifact bundle"),
     "train": ("edge_yolo.train.cli", "train or fine-tune a model (host, needs torch)"),
     "val": ("edge_yolo.eval.cli", "evaluate a checkpoint or a bundle: COCO mAP50-95 and mAP50"),
+    "report": ("edge_yolo.eval.report", "what each export cost in accuracy: mAP drop with "
+               "intervals, per target, as JSON, Markdown and HTML"),
     "predict": ("edge_yolo.runtime.cli", "run a bundle on an image, folder or video"),
     "verify": ("edge_yolo.runtime.verify", "check a bundle on this device against its references"),
 }

@@ -96,6 +96,17 @@ CASES = {
     "verify-threads": "verify {bundle} --threads 0",
     "verify-cuda": "verify {bundle} --device cuda",
     "verify-not-a-bundle": "verify {empty}",
+    # report
+    "report-nothing": "report --weights {ckpt} --data " + FIXTURE_VOC,
+    "report-target": "report --weights {ckpt} --data " + FIXTURE_VOC + " --targets coral",
+    "report-max-drop": "report --weights {ckpt} --data " + FIXTURE_VOC + " --bundles {bundle} "
+                       "--max-drop -1",
+    "report-missing-bundle": "report --weights {ckpt} --data " + FIXTURE_VOC
+                             + " --bundles {tmp}/nope",
+    "report-resamples": "report --weights {ckpt} --data " + FIXTURE_VOC + " --bundles {bundle} "
+                        "--resamples -1",
+    "report-out-file": "report --weights {ckpt} --data " + FIXTURE_VOC + " --bundles {bundle} "
+                       "--out {file}",
     # the command itself
     "no-such-command": "deploy {bundle}",
 }
@@ -144,7 +155,7 @@ def test_a_user_mistake_is_one_line_and_a_nonzero_exit(name, places, capsys):
     ), lines[0]
 
 
-CASES_COMMANDS = {"info", "data", "export", "train", "val", "predict", "verify"}
+CASES_COMMANDS = {"info", "data", "export", "train", "val", "predict", "verify", "report"}
 
 
 def test_an_internal_error_is_short_with_a_hint_and_its_own_exit_code(places, capsys,

@@ -77,16 +77,37 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-def evaluate_detector(
+@dataclass
+class Collected:
+    """Per-image detections of one model on a dataset, with the ground truth, in order."""
+
+    predictions: list[Prediction]
+    ground_truths: list[GroundTruth]
+    paths: list[str]
+    skipped: list[str]  # "path: reason" of images the Detector refused
+    names: list[str]
+
+    def evaluate(self, indices: Any = None) -> EvalResult:
+        """COCO metrics over every image, or over ``indices`` (repeats allowed: a bootstrap
+        resample)."""
+        if indices is None:
+            result = evaluate(self.predictions, self.ground_truths, self.names)
+            result.skipped = list(self.skipped)
+            return result
+        return evaluate([self.predictions[i] for i in indices],
+                        [self.ground_truths[i] for i in indices], self.names)
+
+
+def collect(
     detector: Any,
     dataset: Any,
     *,
     settings: EvalSettings = EVAL,
     batch_size: int = 8,
     progress: bool = True,
-) -> EvalResult:
-    """COCO metrics of a runtime ``Detector`` on a dataset, under ``settings`` (the detector's
-    own thresholds are put back afterwards)."""
+) -> Collected:
+    """Run a runtime ``Detector`` over a dataset under ``settings`` (the detector's own
+    thresholds are put back afterwards); an image it refuses is skipped and counted."""
     names = list(dataset.names)
     if len(detector.names) != len(names):
         raise ValidationError(
@@ -97,27 +118,38 @@ def evaluate_detector(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     saved = detector.conf, detector.iou, detector.max_det
     detector.conf, detector.iou, detector.max_det = settings.conf, settings.iou, settings.max_det
-    predictions: list[Prediction] = []
-    ground_truths: list[GroundTruth] = []
-    skipped: list[str] = []
+    out = Collected([], [], [], [], names)
     try:
         bar = _progress(_samples(dataset), len(dataset), "evaluate", progress)
         for samples in _chunks(bar, batch_size):
-            for sample, det in _detect(detector, samples, skipped):
-                predictions.append((det.xyxy, det.scores, det.class_ids))
-                ground_truths.append(
+            for sample, det in _detect(detector, samples, out.skipped):
+                out.predictions.append((det.xyxy, det.scores, det.class_ids))
+                out.ground_truths.append(
                     (np.asarray(sample.boxes, np.float32).reshape(-1, 4),
                      np.asarray(sample.classes, np.int64))
                 )
+                out.paths.append(str(sample.path))
     finally:
         detector.conf, detector.iou, detector.max_det = saved
-    if skipped and not predictions:
+    if out.skipped and not out.predictions:
         raise ValidationError(
-            f"no image could be evaluated ({len(skipped)} skipped, e.g. {skipped[0]})"
+            f"no image could be evaluated ({len(out.skipped)} skipped, e.g. {out.skipped[0]})"
         )
-    result = evaluate(predictions, ground_truths, names)
-    result.skipped = skipped
-    return result
+    return out
+
+
+def evaluate_detector(
+    detector: Any,
+    dataset: Any,
+    *,
+    settings: EvalSettings = EVAL,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> EvalResult:
+    """COCO metrics of a runtime ``Detector`` on a dataset, under ``settings``."""
+    return collect(
+        detector, dataset, settings=settings, batch_size=batch_size, progress=progress
+    ).evaluate()
 
 
 def _detect(detector: Any, samples: list[Any], skipped: list[str]) -> list[tuple[Any, Any]]:

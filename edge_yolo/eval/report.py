@@ -1,0 +1,447 @@
+"""``edge-yolo report``: what quantization and conversion cost, per target, in numbers a user
+can trust.
+
+Every row (the float PyTorch baseline, then each artifact: FP32/FP16 and INT8 per target) goes
+through the same runtime ``Detector`` pre/post-processing, the same evaluator and the same
+settings (:data:`~edge_yolo.eval.val.EVAL`), on the same images, so an FP32 export scores what
+the float model scores and every difference is the artifact's. Per row: mAP50-95 and mAP50,
+the drop against the baseline with a 95 % interval from a paired bootstrap over images (with
+40 val images a user can tell a drop from noise), per-class AP deltas, file size, median
+latency on this host, and agreement with the baseline's detections. Written as JSON, Markdown
+(also printed) and one self-contained HTML page with plots; ``--max-drop`` turns it into a
+gate (exit 1). Each bundle records its own row in its ``edge_yolo.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..cli_args import existing_path, non_negative_int, output_dir, positive_float, positive_int
+from .val import EVAL, Collected, collect
+
+#: libraries whose versions a report records (those that produced or ran a row)
+TOOLCHAIN = ("edge-yolo", "torch", "openvino", "nncf", "onnxruntime", "onnx", "ai-edge-litert",
+             "ai-edge-quantizer", "litert-torch", "faster-coco-eval", "numpy", "opencv-python")
+AGREEMENT_CONF = 0.25  # the boxes a user sees: agreement is measured on these
+AGREEMENT_IOU = 0.5
+
+
+@dataclass
+class Row:
+    """One evaluated model: the float baseline or an artifact."""
+
+    name: str
+    target: str
+    precision: str
+    quantization: str  # "float", "ptq", "qat"
+    backend: str
+    path: str
+    map50_95: float
+    map50: float
+    per_class: dict[str, float]
+    size_mb: float | None = None
+    latency_ms: float | None = None
+    delta: float = 0.0  # mAP50-95 points against the baseline (negative: a drop)
+    delta_ci: tuple[float, float] = (0.0, 0.0)
+    delta_map50: float = 0.0
+    per_class_delta: dict[str, float] = field(default_factory=dict)
+    agreement: dict[str, float] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None
+    skipped: int = 0
+
+
+# ------------------------------------------------------------------------------ measuring
+
+
+def paired_bootstrap(base: Collected, other: Collected, resamples: int, seed: int = 0,
+                     ) -> tuple[float, float]:
+    """95 % interval of the mAP50-95 difference (points), resampling images with replacement
+    and scoring both models on the same resample each time."""
+    if base.paths != other.paths:
+        raise ValueError("the two evaluations did not see the same images")
+    n = len(base.paths)
+    rng = np.random.default_rng(seed)
+    deltas = []
+    for _ in range(resamples):
+        idx = rng.integers(0, n, n)
+        a, b = base.evaluate(idx).map50_95, other.evaluate(idx).map50_95
+        if not (math.isnan(a) or math.isnan(b)):
+            deltas.append(100 * (b - a))
+    if not deltas:
+        return (math.nan, math.nan)
+    lo, hi = np.percentile(deltas, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def agreement(base: Collected, other: Collected) -> dict[str, float]:
+    """How far the artifact's visible boxes (score >= 0.25) are the baseline's: the share of
+    baseline boxes matched (same class, IoU >= 0.5, greedy by score), their mean IoU and mean
+    |score difference|, and how many boxes each found."""
+    matched = total = found = 0
+    ious, errors = [], []
+    for (bx, bs, bc), (ox, os_, oc) in zip(base.predictions, other.predictions):
+        keep_b, keep_o = bs >= AGREEMENT_CONF, os_ >= AGREEMENT_CONF
+        bx, bs, bc, ox, os_, oc = bx[keep_b], bs[keep_b], bc[keep_b], ox[keep_o], os_[keep_o], \
+            oc[keep_o]
+        total += len(bs)
+        found += len(os_)
+        free = np.ones(len(os_), bool)
+        for i in np.argsort(-bs, kind="stable"):
+            if not free.any():
+                break
+            iou = _iou(bx[i], ox) * free * (oc == bc[i])
+            j = int(iou.argmax())
+            if iou[j] >= AGREEMENT_IOU:
+                free[j] = False
+                matched += 1
+                ious.append(float(iou[j]))
+                errors.append(abs(float(bs[i]) - float(os_[j])))
+    return {
+        "matched_share": matched / total if total else 1.0,
+        "mean_iou": float(np.mean(ious)) if ious else math.nan,
+        "score_error": float(np.mean(errors)) if errors else math.nan,
+        "baseline_boxes": total,
+        "boxes": found,
+    }
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    lt = np.maximum(box[:2], boxes[:, :2])
+    rb = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), 1)
+    area = np.prod(box[2:] - box[:2]) + np.prod(boxes[:, 2:] - boxes[:, :2], 1) - inter
+    return np.where(area > 0, inter / np.maximum(area, 1e-12), 0.0)
+
+
+def median_latency(detector: Any, image: np.ndarray, runs: int = 20) -> float:
+    """End-to-end milliseconds (pre + inference + post) of one image, median after warm-up."""
+    for _ in range(2):
+        detector(image)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        detector(image)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times))
+
+
+def bundle_size_mb(path: Path) -> float:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(f.stat().st_size for f in files) / 1e6
+
+
+def toolchain() -> dict[str, str]:
+    out = {}
+    for dist in TOOLCHAIN:
+        try:
+            out[dist] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+# ------------------------------------------------------------------------------ the report
+
+
+def build_report(
+    weights: Path,
+    data: str,
+    bundles: list[Path],
+    *,
+    split: str = "val",
+    resamples: int = 200,
+    threads: int | None = None,
+    latency_runs: int = 20,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate the float checkpoint and every bundle on ``data``/``split``; the report as a
+    JSON-ready dict."""
+    from ..data import load_dataset, spec_kwargs
+    from ..runtime.detector import Detector
+
+    baseline = Detector(weights, threads=threads)
+    imgsz = baseline.imgsz[0]
+    dataset = load_dataset(data, split=split, **spec_kwargs(data, imgsz))
+    image = dataset[0].image
+    runs: list[tuple[Row, Collected]] = []
+    for path in [weights, *bundles]:
+        det = baseline if path == weights else Detector(path, threads=threads)
+        got = collect(det, dataset, progress=progress)
+        result = got.evaluate()
+        meta = det.meta
+        kind = "float" if path == weights else (
+            meta.extra.get("quantization_kind", "ptq") if meta.precision == "int8" else "float"
+        )
+        name = (f"torch {meta.model} (float baseline)" if path == weights
+                else f"{meta.target} {meta.precision}" + (f" {kind.upper()}" if kind != "float"
+                                                            else ""))
+        row = Row(
+            name=name, target=meta.target, precision=meta.precision, quantization=kind,
+            backend=det.backend.name, path=str(path), map50_95=result.map50_95,
+            map50=result.map50, per_class=result.per_class,
+            size_mb=None if path == weights else round(bundle_size_mb(Path(path)), 3),
+            latency_ms=round(median_latency(det, image, latency_runs), 2),
+            calibration=asdict(meta.calibration) if meta.calibration else None,
+            skipped=len(got.skipped),
+        )
+        runs.append((row, got))
+    base_row, base = runs[0]
+    for row, got in runs[1:]:
+        row.delta = 100 * (row.map50_95 - base_row.map50_95)
+        row.delta_map50 = 100 * (row.map50 - base_row.map50)
+        row.delta_ci = paired_bootstrap(base, got, resamples)
+        row.per_class_delta = {
+            k: 100 * (v - base_row.per_class[k]) for k, v in row.per_class.items()
+            if not (math.isnan(v) or math.isnan(base_row.per_class[k]))
+        }
+        row.agreement = agreement(base, got)
+    return {
+        "dataset": {"data": data, "split": split, "images": len(base.paths),
+                    "skipped": base.skipped, "classes": base.names},
+        "settings": EVAL.to_dict(),
+        "bootstrap": {"resamples": resamples, "interval": 0.95, "paired_over": "images"},
+        "host": {"machine": platform.machine(), "processor": platform.processor() or "",
+                 "threads": threads},
+        "toolchain": toolchain(),
+        "rows": [asdict(r) for r, _ in runs],
+    }
+
+
+def gate(report: dict[str, Any], max_drop: float) -> list[str]:
+    """Rows whose mAP50-95 drops more than ``max_drop`` points: what fails the gate."""
+    return [f"{r['name']}: {-r['delta']:.2f} points > {max_drop:g}"
+            for r in report["rows"][1:] if -r["delta"] > max_drop]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    d, s = report["dataset"], report["settings"]
+    lines = [
+        f"# Accuracy report: {d['data']} [{d['split']}], {d['images']} images",
+        "",
+        f"Every row: the same Detector pre/post-processing and COCO evaluator, conf {s['conf']:g}, "
+        f"NMS IoU {s['iou']:g}, max {s['max_det']} detections per image. Delta: mAP50-95 points "
+        f"against the float baseline, with a 95 % interval from a paired bootstrap over images "
+        f"({report['bootstrap']['resamples']} resamples). Agreement: baseline boxes scoring >= "
+        f"{AGREEMENT_CONF} matched at IoU >= {AGREEMENT_IOU}.",
+        "",
+        "| model | backend | mAP50-95 | mAP50 | delta [95% CI] | size MB | latency ms | "
+        "matched | mean IoU | score err |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        a = r["agreement"]
+        delta = "baseline" if r is report["rows"][0] else (
+            f"{r['delta']:+.2f} [{r['delta_ci'][0]:+.2f}, {r['delta_ci'][1]:+.2f}]")
+        lines.append(
+            f"| {r['name']} | {r['backend']} | {100 * r['map50_95']:.2f} | {100 * r['map50']:.2f} "
+            f"| {delta} | {_fmt(r['size_mb'], '.2f')} | {_fmt(r['latency_ms'], '.1f')} | "
+            f"{_fmt(a.get('matched_share'), '.3f')} | {_fmt(a.get('mean_iou'), '.3f')} | "
+            f"{_fmt(a.get('score_error'), '.4f')} |"
+        )
+    calibrated = [r for r in report["rows"] if r["calibration"]]
+    if calibrated:
+        lines += ["", "Calibration:"]
+        for r in calibrated:
+            c = r["calibration"]
+            lines.append(f"- {r['name']}: {c['num_images']} images from `{c['dataset']}` "
+                         f"[{c.get('split') or '-'}]")
+    lines += ["", "Toolchain: " + ", ".join(f"{k} {v}" for k, v in report["toolchain"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+def plots(report: dict[str, Any]) -> dict[str, bytes]:
+    """PNG plots: drops with their intervals, per-class deltas, speed against accuracy."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    out: dict[str, bytes] = {}
+
+    def png(fig: Any) -> bytes:
+        buf = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=110)
+        plt.close(fig)
+        return buf.getvalue()
+
+    others = rows[1:]
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * max(1, len(others))))
+    y = np.arange(len(others))
+    deltas = np.array([r["delta"] for r in others])
+    lo = deltas - np.array([r["delta_ci"][0] for r in others])
+    hi = np.array([r["delta_ci"][1] for r in others]) - deltas
+    ax.errorbar(deltas, y, xerr=[np.nan_to_num(lo), np.nan_to_num(hi)], fmt="o", capsize=4)
+    ax.axvline(0, color="grey", lw=1)
+    ax.set_yticks(y, [r["name"] for r in others])
+    ax.set_xlabel("mAP50-95 change vs float (points, 95% CI)")
+    out["drops"] = png(fig)
+
+    classes = list(rows[0]["per_class"])
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * max(1, len(others))))
+    grid = np.array([[r["per_class_delta"].get(c, np.nan) for c in classes] for r in others])
+    bound = max(1.0, float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0)
+    im = ax.imshow(grid, cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
+    ax.set_yticks(np.arange(len(others)), [r["name"] for r in others])
+    ax.set_xticks(np.arange(len(classes)), classes, rotation=45, ha="right")
+    fig.colorbar(im, ax=ax, label="AP50-95 change (points)")
+    out["per_class"] = png(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        if r["latency_ms"] is not None:
+            ax.scatter(r["latency_ms"], 100 * r["map50_95"])
+            ax.annotate(r["name"], (r["latency_ms"], 100 * r["map50_95"]), fontsize=7)
+    ax.set_xlabel("median latency on this host (ms)")
+    ax.set_ylabel("mAP50-95")
+    out["speed_accuracy"] = png(fig)
+    return out
+
+
+def html(report: dict[str, Any], images: dict[str, bytes]) -> str:
+    """One self-contained page: the table, the provenance and the plots inlined."""
+    import html as html_lib
+
+    md = markdown(report)
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    head = [c.strip() for c in table[0].strip("|").split("|")]
+    body = [[c.strip() for c in line.strip("|").split("|")] for line in table[2:]]
+    cells = "".join(
+        "<tr>" + "".join(f"<td>{html_lib.escape(c)}</td>" for c in row) + "</tr>" for row in body
+    )
+    pictures = "".join(
+        f'<figure><img alt="{k}" src="data:image/png;base64,{base64.b64encode(v).decode()}">'
+        f"<figcaption>{k.replace('_', ' ')}</figcaption></figure>"
+        for k, v in images.items()
+    )
+    prose = "".join(
+        f"<p>{html_lib.escape(line)}</p>" for line in md.splitlines()
+        if line and not line.startswith(("|", "#"))
+    )
+    title = html_lib.escape(md.splitlines()[0].lstrip("# "))
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{title}</title><style>body{{font-family:sans-serif;max-width:1100px;"
+        "margin:auto}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+        "table{border-collapse:collapse}</style></head><body>"
+        f"<h1>{title}</h1><table><tr>{''.join(f'<th>{html_lib.escape(h)}</th>' for h in head)}"
+        f"</tr>{cells}</table>{prose}{pictures}"
+        f"<details><summary>JSON</summary><pre>{html_lib.escape(json.dumps(report, indent=1))}"
+        "</pre></details></body></html>\n"
+    )
+
+
+def write_report(report: dict[str, Any], out: Path) -> dict[str, Path]:
+    from ..fileio import atomic_write_bytes, atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    images = plots(report)
+    paths = {"json": out / "report.json", "markdown": out / "report.md",
+             "html": out / "report.html"}
+    atomic_write_text(paths["json"], json.dumps(report, indent=1) + "\n")
+    atomic_write_text(paths["markdown"], markdown(report))
+    atomic_write_text(paths["html"], html(report, images))
+    for name, data in images.items():
+        atomic_write_bytes(out / f"{name}.png", data)
+    return paths
+
+
+def record_rows(report: dict[str, Any]) -> None:
+    """Each bundle keeps its own row (``accuracy["report"]``) in its ``edge_yolo.json``."""
+    from ..runtime.bundle import BundleMeta
+
+    for row in report["rows"][1:]:
+        path = Path(row["path"])
+        if path.is_dir():
+            meta = BundleMeta.read(path)
+            meta.accuracy["report"] = {
+                k: row[k] for k in ("map50_95", "map50", "delta", "delta_ci", "agreement")
+            } | {"dataset": report["dataset"]["data"], "split": report["dataset"]["split"],
+                 "images": report["dataset"]["images"], "settings": report["settings"]}
+            meta.write(path)
+
+
+# ------------------------------------------------------------------------------ command line
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Evaluate the float checkpoint and its exports on one dataset through one path: "
+        "mAP, drop with a 95% interval, per-class deltas, size, latency, agreement. "
+        "Example: edge-yolo report --weights runs/shapes/best.pt --data synthetic:400 "
+        "--targets intel,rpi --max-drop 1.5"
+    )
+    p.add_argument("--weights", required=True, type=existing_path,
+                   help="the float edge-yolo checkpoint (.pt): the baseline")
+    p.add_argument("--data", required=True, help="dataset spec (data YAML, COCO, VOC, synthetic)")
+    p.add_argument("--split", default="val", help="split to score on (default val)")
+    p.add_argument("--targets", default="",
+                   help="export these targets or boards now (comma-separated), e.g. intel,rpi")
+    p.add_argument("--precisions", default="fp32,int8",
+                   help="precisions exported per target (default fp32,int8)")
+    p.add_argument("--bundles", nargs="*", type=existing_path, default=[],
+                   help="bundles already exported, scored as they are")
+    p.add_argument("--calib", help="calibration data for int8 (default: --data, train split)")
+    p.add_argument("--calib-size", type=positive_int, default=None)
+    p.add_argument("--max-drop", type=positive_float,
+                   help="exit 1 when any row loses more mAP50-95 points than this")
+    p.add_argument("--resamples", type=non_negative_int, default=200,
+                   help="bootstrap resamples for the intervals (default 200)")
+    p.add_argument("--threads", type=positive_int, help="inference threads (default all cores)")
+    p.add_argument("--out", type=output_dir, default=Path("runs/report"),
+                   help="where the report (and the exports) go (default runs/report)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import UsageError
+    from ..export import export
+    from ..export.targets import resolve
+
+    bundles = list(args.bundles)
+    targets = [t for t in args.targets.split(",") if t]
+    precisions = [p for p in args.precisions.split(",") if p]
+    if not targets and not bundles:
+        raise UsageError("nothing to compare: give --targets to export or --bundles to score")
+    plan = []
+    for target in targets:
+        spec, _, _ = resolve(target)  # refuses an unknown target before any work
+        plan += [(target, p) for p in precisions if p in spec.precisions]
+    for target, precision in plan:
+        print(f"export {target} {precision} ...", flush=True)
+        bundles.append(export(args.weights, target, precision=precision,
+                              calib=args.calib or args.data, calib_size=args.calib_size,
+                              out=args.out / "bundles", threads=args.threads))
+    report = build_report(args.weights, args.data, bundles, split=args.split,
+                          resamples=args.resamples, threads=args.threads)
+    paths = write_report(report, args.out)
+    record_rows(report)
+    print(markdown(report))
+    print(f"report: {paths['html']} (and {paths['json'].name}, {paths['markdown'].name})")
+    if args.max_drop is not None:
+        failed = gate(report, args.max_drop)
+        if failed:
+            print(f"FAIL: {len(failed)} rows drop more than {args.max_drop:g} points: "
+                  + "; ".join(failed))
+            return 1
+        print(f"PASS: no row drops more than {args.max_drop:g} mAP50-95 points")
+    return 0
