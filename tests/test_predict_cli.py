@@ -310,3 +310,26 @@ def test_a_thin_image_in_a_folder_is_skipped_and_the_rest_written(bundle, raccoo
     records = json.loads((out / "predictions.json").read_text())
     assert records["a.jpg"]["detections"] and "too thin" in records["strip.png"]["error"]
     assert (out / "a.jpg").is_file() and not (out / "strip.png").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("target", "precision"),
+    [("onnx", "fp32"), ("intel", "fp32"), ("intel", "fp16"), ("intel", "int8"), ("rpi", "fp32"),
+     ("rpi", "fp16"), ("rpi", "int8"), ("jetson", "fp16"), ("jetson", "int8")],
+)
+def test_verify_on_every_bundle_kind(tmp_path_factory, tmp_path, capsys, target, precision):
+    bundle = rm.exported_bundle(rm.cache_root(tmp_path_factory), target, precision)
+    capsys.readouterr()  # the converters' own chatter while exporting
+    # a Jetson bundle is verified on this host by onnxruntime (TensorRT needs the board)
+    backend = ["--backend", "onnxruntime"] if target == "jetson" else []
+    assert main(["verify", str(bundle), "--threads", "1", *backend]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"PASS {bundle}: 2 reference inputs") and "tolerance" in out
+    copy = shutil.copytree(bundle, tmp_path / bundle.name)
+    with np.load(copy / "reference.npz") as ref:
+        refs = dict(ref)
+    refs["cls_logits"] = refs["cls_logits"] + 3.0  # what a miscompiled runtime would give
+    np.savez(copy / "reference.npz", **refs)
+    assert main(["verify", str(copy), "--threads", "1", "--no-check-files", *backend]) == 1
+    assert capsys.readouterr().out.startswith(f"FAIL {copy}")

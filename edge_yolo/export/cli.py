@@ -39,7 +39,7 @@ def _dest(option: Option) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     boards = ", ".join(list_devices()) or "none found"
-    parser.epilog = f"targets:\n{capability_table()}\n\nboards (devices/*.yaml): {boards}"
+    parser.epilog = f"targets:\n{capability_table()}\n\nboards: {boards}"
     parser.add_argument("--weights", required=True, type=existing_path,
                         help="edge-yolo checkpoint (.pt)")
     parser.add_argument("--target", required=True, help="export target or board name")

@@ -24,7 +24,7 @@ class ExportOptions:
     one refuses it (the capability table says which take which).
     """
 
-    target: str  # a target in TARGETS or a board in devices/
+    target: str  # a target in TARGETS, a board profile or a profile file
     precision: str | None = None  # None: the board's or the target's default
     imgsz: int | None = None  # square input side; None: board, else checkpoint, else 640
     calib: str | None = None  # dataset spec or image folder; None: the checkpoint's dataset

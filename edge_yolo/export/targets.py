@@ -210,9 +210,10 @@ class DeviceProfile:
 
 
 def devices_dir() -> Path:
-    """Where board profiles live: $EDGE_YOLO_DEVICES, else ``devices/`` of the source tree."""
+    """Where board profiles live: $EDGE_YOLO_DEVICES, else the package's own ``devices/``
+    (package data: found in an installed wheel as in a checkout)."""
     env = os.environ.get("EDGE_YOLO_DEVICES")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "devices"
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "devices"
 
 
 def list_devices() -> list[str]:
