@@ -138,18 +138,10 @@ def collect(
     return out
 
 
-def evaluate_detector(
-    detector: Any,
-    dataset: Any,
-    *,
-    settings: EvalSettings = EVAL,
-    batch_size: int = 8,
-    progress: bool = True,
-) -> EvalResult:
-    """COCO metrics of a runtime ``Detector`` on a dataset, under ``settings``."""
-    return collect(
-        detector, dataset, settings=settings, batch_size=batch_size, progress=progress
-    ).evaluate()
+def evaluate_detector(detector: Any, dataset: Any, **options: Any) -> EvalResult:
+    """COCO metrics of a runtime ``Detector`` on a dataset; ``options`` as :func:`collect`'s
+    (``settings``, ``batch_size``, ``progress``)."""
+    return collect(detector, dataset, **options).evaluate()
 
 
 def _detect(detector: Any, samples: list[Any], skipped: list[str]) -> list[tuple[Any, Any]]:
