@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 
 from export_helpers import RACCOON_IMAGES, textured_checkpoint  # noqa: E402
 
+from edge_yolo import Detector  # noqa: E402
 from edge_yolo.export import ExportError, export  # noqa: E402
 from edge_yolo.quant.calibration import sha256_images  # noqa: E402
 from edge_yolo.quant.ptq import resolve_overflow_fix  # noqa: E402
@@ -103,6 +104,32 @@ def test_fp16_compresses_weights_only_when_asked(ckpt, out, fp32):
     model = ov.Core().read_model(str(fp16 / "model.xml"))
     assert any(op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.f16
                for op in model.get_ops())
+
+
+def test_bf16_bundle_computes_in_bf16_where_the_cpu_has_it(ckpt, out, fp32, raccoon_images):
+    from edge_yolo.runtime.cpu import cpu_flags
+    from edge_yolo.runtime.verify import verify_bundle
+
+    bf16 = export(ckpt, "intel", precision="bf16", imgsz=IMGSZ, out=out, threads=1)
+    meta = BundleMeta.read(bf16)
+    assert (meta.precision, meta.quantization) == ("bf16", "none")
+    assert meta.extra["inference_precision_hint"] == "bf16"
+    det = Detector(bf16, threads=1, conf=0.1)
+    has_bf16 = bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    assert det.backend.compute_precision == ("bf16" if has_bf16 else "f32")
+    assert f"intel/bf16 on openvino ({det.backend.compute_precision} compute)" in repr(det)
+    assert Detector(fp32, threads=1).backend.compute_precision == "f32"  # exact parity kept
+    acc = meta.accuracy
+    assert acc["score_mean_abs_diff"] < 0.01 and acc["top_class_agreement"] > 0.95
+    if has_bf16:  # really computed in bf16: not bit-identical to the float model
+        assert acc["score_max_abs_diff"] > 1e-5
+    assert verify_bundle(bf16, threads=1).ok
+    from parity import assert_agree
+
+    float_det = Detector(fp32, threads=1, conf=0.1)
+    photos = [str(p) for p in raccoon_images]
+    # bf16 keeps about as much of each value as fp16: the same parity rules
+    assert_agree([float_det(p) for p in photos], [det(p) for p in photos], "fp16", "bf16")
 
 
 def test_int8_needs_calibration_images(ckpt, tmp_path):

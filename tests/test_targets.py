@@ -28,7 +28,7 @@ def test_capability_table_accepts_or_refuses_with_the_supported_list(target, pre
 
 def test_the_documented_matrix():
     assert TARGETS["onnx"].precisions == ("fp32",)
-    assert set(TARGETS["intel"].precisions) == {"fp32", "fp16", "int8"}
+    assert set(TARGETS["intel"].precisions) == {"fp32", "fp16", "bf16", "int8"}
     assert set(TARGETS["jetson"].precisions) >= {"fp16", "int8"}
     assert set(TARGETS["rpi"].precisions) == {"fp32", "fp16", "int8"}
     assert {t: s.backend for t, s in TARGETS.items()} == {

@@ -26,7 +26,7 @@ from ..cli_args import positive_int
 from ..errors import EdgeYoloError, refuse_unknown_keys
 from ..quant.ptq import CALIBRATE_METHODS, OVERFLOW_FIXES, PRESETS, TFLITE_RANGES
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 class TargetError(EdgeYoloError, ValueError):
@@ -95,10 +95,10 @@ TARGETS: dict[str, TargetSpec] = {
     "intel": TargetSpec(
         name="intel",
         backend="openvino",
-        precisions=("fp32", "fp16", "int8"),
+        precisions=("fp32", "fp16", "bf16", "int8"),
         default_precision="fp32",
         exporter="edge_yolo.export.openvino:OpenVINOExporter",
-        description="OpenVINO IR; int8 by NNCF post-training quantization",
+        description="OpenVINO IR; bf16 computed on CPUs with BF16; int8 by NNCF PTQ",
         install="pip install 'edge-yolo[openvino]'",
         shared_options=("dynamic",),
         options=(

@@ -260,8 +260,10 @@ class Detector:
 
     def __repr__(self) -> str:
         m = self.meta
+        compute = getattr(self.backend, "compute_precision", None)
+        on = f"{self.backend.name} ({compute} compute)" if compute else self.backend.name
         return (
-            f"Detector({m.model} {m.target}/{m.precision} on {self.backend.name}, "
+            f"Detector({m.model} {m.target}/{m.precision} on {on}, "
             f"{m.imgsz[0]}x{m.imgsz[1]}, {m.num_classes} classes, threads={self.backend.threads})"
         )
 

@@ -44,8 +44,9 @@ class OpenVINOBackend(Backend):
             "NUM_STREAMS": 1,  # one request at a time: all threads on it
             # The CPU plugin computes float layers in bf16 by default on CPUs with AVX512-BF16
             # or AMX, which moves FP32 outputs by whole logits; an fp32/fp16 bundle promises
-            # float32 arithmetic (and int8 bundles keep their float layers in f32 too).
-            "INFERENCE_PRECISION_HINT": "f32",
+            # float32 arithmetic (and int8 bundles keep their float layers in f32 too). A bf16
+            # bundle asks for bf16, which the plugin honours where the CPU has it.
+            "INFERENCE_PRECISION_HINT": "bf16" if self.meta.precision == "bf16" else "f32",
         }
         target = (self.device or "CPU").upper()
         try:
@@ -55,6 +56,10 @@ class OpenVINOBackend(Backend):
                 f"{path}: OpenVINO cannot compile the model for {target} ({first_line(e)})"
             ) from e
         self.request = self.compiled.create_infer_request()
+        #: what the plugin really computes the float layers in ("bf16" or "f32")
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.compute_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(
+            hint)
         self._outputs = [self.compiled.output(n) for n in OUTPUT_NAMES]
 
     @classmethod
