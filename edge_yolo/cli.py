@@ -22,6 +22,8 @@ COMMANDS = {
                "intervals, per target, as JSON, Markdown and HTML"),
     "predict": ("edge_yolo.runtime.cli", "run a bundle on an image, folder or video"),
     "verify": ("edge_yolo.runtime.verify", "check a bundle on this device against its references"),
+    "benchmark": ("edge_yolo.runtime.benchmark", "latency, FPS, load time and memory of bundles, "
+                  "side by side"),
 }
 
 

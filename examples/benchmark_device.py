@@ -1,5 +1,6 @@
-"""On-device latency of a bundle: warm-up, then median / p90 of N runs, split into
-pre-processing, inference and post-processing.
+"""On-device latency of a bundle from Python: warm-up, then median / p90 of N runs, split into
+pre-processing, inference and post-processing (what ``edge-yolo benchmark`` reports, on one
+bundle, in this process).
 
     python examples/benchmark_device.py --bundle gelan-t-rpi-int8 --runs 100 --threads 4
 """
@@ -8,57 +9,31 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import time
 
-import numpy as np
-
-from edge_yolo import Detector
-from edge_yolo.runtime import processing
+from edge_yolo.runtime.benchmark import frame, measure
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--bundle", required=True, help="exported bundle directory or model file")
-    p.add_argument("--image", help="image to run on (default: a 1280x720 noise frame)")
+    p.add_argument("--image", help="image to run on (default: a 1280x720 synthetic frame)")
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--threads", type=int, help="inference threads (default: all cores)")
     p.add_argument("--device", help="runtime device (backend specific)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     args = p.parse_args()
-
-    detector = Detector(args.bundle, threads=args.threads, device=args.device)
-    if args.image:
-        image = processing.read_image(args.image)
-    else:  # noise: no detections, so post-processing cost is the anchor pruning floor
-        image = np.random.default_rng(0).integers(0, 256, (720, 1280, 3), dtype=np.uint8)
-    for _ in range(args.warmup):
-        detector(image)
-    stages: dict[str, list[float]] = {"pre": [], "infer": [], "post": [], "total": []}
-    for _ in range(args.runs):
-        t0 = time.perf_counter()
-        dets = detector(image)
-        stages["total"].append((time.perf_counter() - t0) * 1e3)
-        for k in ("pre", "infer", "post"):
-            stages[k].append(dets.timings[k])
-    result = {
-        "bundle": str(args.bundle),
-        "detector": repr(detector),
-        "machine": f"{platform.machine()} {platform.processor() or platform.system()}",
-        "runs": args.runs,
-        "ms": {
-            k: {"median": float(np.median(v)), "p90": float(np.percentile(v, 90))}
-            for k, v in stages.items()
-        },
-    }
+    result = measure(args.bundle, frame(args.image), runs=args.runs, warmup=args.warmup,
+                     threads=args.threads, device=args.device)
     if args.json:
         print(json.dumps(result, indent=1))
         return
-    print(f"{detector}\n{args.runs} runs after {args.warmup} warm-up, {result['machine']}")
-    for k, v in result["ms"].items():
-        print(f"  {k:<6} median {v['median']:7.2f} ms   p90 {v['p90']:7.2f} ms")
-    print(f"  -> {1e3 / result['ms']['total']['median']:.1f} FPS")
+    print(f"{result['detector']}\n{args.runs} runs after {args.warmup} warm-up, "
+          f"loaded in {result['load_s']:.2f} s")
+    for stage, ms in result["ms"].items():
+        print(f"  {stage:<6} median {ms:7.2f} ms")
+    print(f"  p90 {result['p90_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms -> "
+          f"{result['fps']:.1f} FPS, peak memory {result['peak_rss_mb']:.0f} MB")
 
 
 if __name__ == "__main__":

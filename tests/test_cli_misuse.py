@@ -107,6 +107,12 @@ CASES = {
                         "--resamples -1",
     "report-out-file": "report --weights {ckpt} --data " + FIXTURE_VOC + " --bundles {bundle} "
                        "--out {file}",
+    # benchmark
+    "benchmark-missing": "benchmark {tmp}/no-bundle",
+    "benchmark-runs": "benchmark {bundle} --runs 0",
+    "benchmark-image": "benchmark {bundle} --image {tmp}/nope.jpg",
+    "benchmark-json-dir": "benchmark {bundle} --json {tmp}",
+    "benchmark-not-a-bundle": "benchmark {empty}",
     # the command itself
     "no-such-command": "deploy {bundle}",
 }
@@ -155,7 +161,7 @@ def test_a_user_mistake_is_one_line_and_a_nonzero_exit(name, places, capsys):
     ), lines[0]
 
 
-CASES_COMMANDS = {"info", "data", "export", "train", "val", "predict", "verify", "report"}
+CASES_COMMANDS = {"info", "data", "export", "train", "val", "predict", "verify", "report", "benchmark"}
 
 
 def test_an_internal_error_is_short_with_a_hint_and_its_own_exit_code(places, capsys,
