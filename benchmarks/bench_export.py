@@ -148,7 +148,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 else:
                     bundle = export(weights, target, precision=precision, imgsz=imgsz,
                                     calib=args.calib, calib_size=args.calib_size,
-                                    out=out / str(imgsz), threads=args.threads)
+                                    out=out / str(imgsz), threads=args.threads, force=True)
             except (TargetError, ImportError) as e:
                 print(f"skip {target}/{precision} @ {imgsz}: {e}", file=sys.stderr)
                 continue

@@ -84,7 +84,8 @@ def main() -> int:
         )
         t = time.perf_counter()
         try:
-            bundle = export(best, target, precision=precision, calib=cfg.data, out=bundles_dir)
+            bundle = export(best, target, precision=precision, calib=cfg.data, out=bundles_dir,
+                            force=True)  # the demo owns its bundles folder
         except Exception as e:  # a target whose toolchain is missing here is reported, not fatal
             print(f"  export failed: {type(e).__name__}: {e}")
             nan = float("nan")

@@ -161,7 +161,8 @@ def test_a_user_mistake_is_one_line_and_a_nonzero_exit(name, places, capsys):
     ), lines[0]
 
 
-CASES_COMMANDS = {"info", "data", "export", "train", "val", "predict", "verify", "report", "benchmark"}
+CASES_COMMANDS = {"info", "data", "export", "train", "val", "predict", "verify", "report",
+                  "benchmark"}
 
 
 def test_an_internal_error_is_short_with_a_hint_and_its_own_exit_code(places, capsys,

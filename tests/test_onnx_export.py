@@ -161,7 +161,7 @@ def test_metadata_contradicting_the_file_is_refused(bundle):
 def test_reexport_replaces_the_bundle_atomically(bundle, ckpt):
     before = (bundle / "edge_yolo.json").stat().st_mtime_ns
     again = export(ckpt, "onnx", imgsz=IMGSZ, out=bundle.parent, threads=1, num_references=1,
-                   agreement_images=1)
+                   agreement_images=1, force=True)  # replacing needs force
     assert again == bundle and (bundle / "edge_yolo.json").stat().st_mtime_ns != before
     assert sorted(p.name for p in bundle.parent.iterdir()) == [bundle.name]
     assert oct(bundle.stat().st_mode & 0o777) == oct(0o777 & ~_umask())

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from edge_yolo.export import TARGETS, ExportOptions, TargetError, check_target, resolve, run_export
+from edge_yolo.export import (
+    TARGETS,
+    ExportError,
+    ExportOptions,
+    TargetError,
+    check_target,
+    resolve,
+    run_export,
+)
 from edge_yolo.export.targets import PRECISIONS, capability_table
 from edge_yolo.runtime.backends import BACKENDS
 
@@ -169,3 +177,18 @@ def test_target_options_as_a_dict_refuse_unknown_keys(tmp_path: Path):
     with pytest.raises(TargetError, match="has no option"):
         run_export(ckpt, ExportOptions(target="rpi", out=tmp_path,
                                        target_options={"calib_rangez": "minmax"}))
+
+
+def test_a_bundle_is_named_for_its_board_and_never_silently_replaced(tmp_path: Path):
+    """rpi4 and rpi5 exports of one checkpoint must not overwrite each other; re-exporting
+    over an existing bundle needs force."""
+    from export_helpers import textured_checkpoint
+
+    ckpt = textured_checkpoint(tmp_path / "c.pt", 64)
+    first = run_export(ckpt, ExportOptions(target="onnx", imgsz=64, out=tmp_path, threads=1))
+    assert first.name == "gelan-t-onnx-fp32"
+    with pytest.raises(ExportError, match="gelan-t-onnx-fp32 already exists; pass --force"):
+        run_export(ckpt, ExportOptions(target="onnx", imgsz=64, out=tmp_path, threads=1))
+    again = run_export(ckpt, ExportOptions(target="onnx", imgsz=64, out=tmp_path, threads=1,
+                                           force=True))
+    assert again == first and (again / "edge_yolo.json").is_file()

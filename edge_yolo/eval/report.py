@@ -430,7 +430,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"export {target} {precision} ...", flush=True)
         bundles.append(export(args.weights, target, precision=precision,
                               calib=args.calib or args.data, calib_size=args.calib_size,
-                              out=args.out / "bundles", threads=args.threads))
+                              out=args.out / "bundles", threads=args.threads,
+                              force=True))  # the report owns its bundles folder
     report = build_report(args.weights, args.data, bundles, split=args.split,
                           resamples=args.resamples, threads=args.threads)
     paths = write_report(report, args.out)

@@ -57,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=output_dir, default="exports",
                         help="directory the bundle is written into")
     parser.add_argument("--name", default=None,
-                        help="bundle directory name (default <model>-<target>-<precision>)")
+                        help="bundle directory (default <model>-<board or target>-<precision>)")
+    parser.add_argument("--force", action="store_true", help="replace a bundle of the same name")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="threads for the verification run on this host")
     for option in _all_options().values():
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     spec, _, _ = resolve(args.target, args.precision)
     shared, own = table_options(args, spec.name)
     given = ("target", "precision", "imgsz", "calib", "calib_size", "calib_split", "out",
-             "name", "threads")
+             "name", "threads", "force")
     options = ExportOptions(
         **{k: getattr(args, k) for k in given}, target_options=own or None, **shared
     )

@@ -32,7 +32,8 @@ class ExportOptions:
     calib_split: str = "train"  # the dataset split calibration images are drawn from
     dynamic: bool | None = None  # dynamic batch dimension (static shapes otherwise)
     out: str | os.PathLike = "exports"  # directory the bundle directory is written into
-    name: str | None = None  # bundle directory name; None: <model>-<target>-<precision>
+    name: str | None = None  # bundle directory name; None: <model>-<board or target>-<precision>
+    force: bool = False  # replace a bundle of the same name (else refused)
     simplify: bool | None = None  # onnxslim on ONNX graphs (default on)
     opset: int | None = None  # ONNX opset (default 18; 17 for TensorRT 8.x, see export/onnx.py)
     threads: int | None = None  # threads for the host-side verification run

@@ -118,10 +118,13 @@ def _run(
     job = ExportJob(options, spec, precision, device, weights, opts)
     if precision == "int8":
         job.calibration()  # fails early (e.g. "pass --calib"), before any conversion
-    name = options.name or f"{job.model_name}-{spec.name}-{precision}"
+    # named for the board when there is one: rpi4 and rpi5 exports never replace each other
+    name = options.name or f"{job.model_name}-{device.name if device else spec.name}-{precision}"
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     dest = out / name
+    if dest.exists() and not options.force:
+        raise ExportError(f"{dest} already exists; pass --force to replace it (or --name)")
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out))
     try:
         artifact = exporter.build(job, staging)
