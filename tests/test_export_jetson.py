@@ -159,7 +159,9 @@ def test_board_profile_drives_the_export(ckpt, tmp_path):
     path = export(ckpt, "jetson-orin-nano", precision="fp16", imgsz=IMGSZ, out=tmp_path,
                   threads=1, num_references=1, agreement_images=1)
     meta = BundleMeta.read(path)
-    assert path.name == "gelan-t-jetson-fp16" and meta.extra["device"] == "jetson-orin-nano"
+    # named for the board: two boards' exports never replace each other
+    assert path.name == "gelan-t-jetson-orin-nano-fp16"
+    assert meta.extra["device"] == "jetson-orin-nano"
     assert meta.extra["device_threads"] == 2
     readme = (path / "README.md").read_text()
     assert "python3-libnvinfer" in readme and "jetson_clocks" in readme
