@@ -90,10 +90,9 @@ def agreement(base: Collected, other: Collected) -> dict[str, float]:
     |score difference|, and how many boxes each found."""
     matched = total = found = 0
     ious, errors = [], []
-    for (bx, bs, bc), (ox, os_, oc) in zip(base.predictions, other.predictions):
-        keep_b, keep_o = bs >= AGREEMENT_CONF, os_ >= AGREEMENT_CONF
-        bx, bs, bc, ox, os_, oc = bx[keep_b], bs[keep_b], bc[keep_b], ox[keep_o], os_[keep_o], \
-            oc[keep_o]
+    for ours, theirs in zip(base.predictions, other.predictions):
+        bx, bs, bc = (a[ours[1] >= AGREEMENT_CONF] for a in ours)
+        ox, os_, oc = (a[theirs[1] >= AGREEMENT_CONF] for a in theirs)
         total += len(bs)
         found += len(os_)
         free = np.ones(len(os_), bool)
