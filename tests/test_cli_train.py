@@ -115,3 +115,11 @@ def test_a_failed_evaluation_still_saves_the_epoch(tmp_path, capsys, monkeypatch
     assert f"--resume {out}" in err
     ckpt = torch.load(out / "last.pt", weights_only=True)
     assert ckpt["train"]["epoch"] == 1  # the epoch is kept: nothing to redo
+
+
+def test_info_describes_a_checkpoint(trained_run: Path, capsys) -> None:
+    assert main(["info", str(trained_run / "best.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "edge-yolo checkpoint, model yolov9-t, 5 classes (circle, square" in out
+    assert "after epoch 1 (resumable" in out and "val mAP50-95" in out
+    assert "trained on synthetic:8" in out

@@ -270,3 +270,10 @@ def test_verify_on_every_bundle_kind(tmp_path_factory, tmp_path, capsys, target,
     np.savez(copy / "reference.npz", **refs)
     assert main(["verify", str(copy), "--threads", "1", "--no-check-files", *backend]) == 1
     assert capsys.readouterr().out.startswith(f"FAIL {copy}")
+
+
+def test_info_describes_a_bundle(bundle, capsys):
+    assert main(["info", str(bundle)]) == 0
+    out = capsys.readouterr().out
+    assert f"{bundle}: gelan-t bundle for onnx, fp32 (none) on onnxruntime, 160x160 NCHW" in out
+    assert "agreement with the float model" in out and "files: 3 with SHA-256 recorded" in out
