@@ -17,6 +17,8 @@ COMMANDS = {
     "data": ("edge_yolo.data.cli", "check a dataset, report bad data, preview augmentation"),
     "export": ("edge_yolo.export.cli", "export a checkpoint to a target's artifact bundle"),
     "train": ("edge_yolo.train.cli", "train or fine-tune a model (host, needs torch)"),
+    "qat": ("edge_yolo.quant.cli", "quantization-aware fine-tuning for one target (NNCF; "
+            "PGI kept in float)"),
     "val": ("edge_yolo.eval.cli", "evaluate a checkpoint or a bundle: COCO mAP50-95 and mAP50"),
     "report": ("edge_yolo.eval.report", "what each export cost in accuracy: mAP drop with "
                "intervals, per target, as JSON, Markdown and HTML"),

@@ -1,10 +1,18 @@
-"""The whole path on built-in data: train -> drop PGI -> evaluate -> export -> Detector.
+"""The whole path on built-in data: train -> QAT -> export to every target -> report.
 
-This is what ``make demo`` runs. It trains YOLOv9-T on the synthetic shapes dataset
-(``recipes/demo-synthetic.yaml``), evaluates best.pt without its auxiliary branch, exports it to
-every target whose runtime works on this machine, and scores every bundle through the same
-``Detector`` pre/post-processing and the same COCO evaluator, so the table at the end says what
-each export cost in accuracy. Each step prints the ``edge-yolo`` command that does the same.
+This is what ``make demo`` runs, on the synthetic shapes dataset, on a 2-core CPU:
+
+1. ``edge-yolo train``: YOLOv9-T (PGI) from scratch (``recipes/demo-synthetic.yaml``);
+2. ``edge-yolo qat``: quantization-aware fine-tuning of best.pt for each target's int8 scheme
+   (OpenVINO, TFLite, TensorRT Q/DQ), the PGI branch kept in float
+   (``recipes/qat-demo.yaml``);
+3. ``edge-yolo report``: exports FP32, INT8 PTQ and INT8 QAT for every target and scores each
+   with the float model through the same Detector and evaluator, beside the fake-quant torch
+   rows; it prints the table and writes JSON, Markdown and HTML;
+4. ``edge-yolo predict``: annotated validation images from the float model and the int8 QAT
+   bundles, so a person can see what each finds.
+
+Each step prints the ``edge-yolo`` command that does the same.
 
     .venv/bin/python examples/demo.py [--out runs/demo] [--skip-train]
 """
@@ -19,20 +27,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-
-# (target, precision): the jetson bundles hold the ONNX TensorRT builds its engine from; here
-# onnxruntime runs them (TensorRT needs the device), the Q/DQ one included.
-EXPORTS = [
-    ("onnx", "fp32"),
-    ("intel", "fp32"),
-    ("intel", "fp16"),
-    ("intel", "int8"),
-    ("rpi", "fp32"),
-    ("rpi", "fp16"),
-    ("rpi", "int8"),
-    ("jetson", "fp16"),
-    ("jetson", "int8"),
-]
+TARGETS = ("intel", "rpi", "jetson")
 
 
 def run(cmd: list[str]) -> None:
@@ -45,85 +40,60 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "demo")
     ap.add_argument("--recipe", type=Path, default=REPO / "recipes" / "demo-synthetic.yaml")
+    ap.add_argument("--qat-recipe", type=Path, default=REPO / "recipes" / "qat-demo.yaml")
     ap.add_argument("--skip-train", action="store_true", help="reuse OUT/train/best.pt")
+    ap.add_argument("--skip-qat", action="store_true", help="reuse OUT/qat-*/best.pt")
     ap.add_argument("--threads", type=int, default=None, help="runtime threads (default: all)")
     args = ap.parse_args()
     edge_yolo = [sys.executable, "-m", "edge_yolo"]
-    train_dir, bundles_dir = args.out / "train", args.out / "bundles"
-
+    train_dir = args.out / "train"
+    best = train_dir / "best.pt"
     t0 = time.perf_counter()
+    times = {}
+
     if not args.skip_train:
         if train_dir.exists():
             shutil.rmtree(train_dir)
         run([*edge_yolo, "train", "--recipe", str(args.recipe), "--out", str(train_dir)])
-    best = train_dir / "best.pt"
-    print(f"\ntraining + evaluation: {time.perf_counter() - t0:.0f} s")
+    times["train"] = time.perf_counter() - t0
 
-    from edge_yolo import Detector
+    qats = []
+    for target in TARGETS:
+        qat_dir = args.out / f"qat-{target}"
+        if not args.skip_qat:
+            if qat_dir.exists():
+                shutil.rmtree(qat_dir)
+            run([*edge_yolo, "qat", "--weights", str(best), "--target", target,
+                 "--recipe", str(args.qat_recipe), "--out", str(qat_dir)])
+        qats.append(qat_dir / "best.pt")
+    times["qat"] = time.perf_counter() - t0 - times["train"]
+
+    report_dir = args.out / "report"
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    run([*edge_yolo, "report", "--weights", str(best), "--data", "synthetic",
+         "--targets", ",".join(TARGETS), "--precisions", "fp32,int8",
+         "--qat", *map(str, qats), "--out", str(report_dir), *threads])
+    times["export + report"] = time.perf_counter() - t0 - times["train"] - times["qat"]
+
     from edge_yolo.data import load_dataset
-    from edge_yolo.eval import EVAL, evaluate_detector, evaluate_model
-    from edge_yolo.export import export
-    from edge_yolo.models import load_model
-    from edge_yolo.train.config import load_recipe
 
-    cfg = load_recipe(args.recipe)
-    val = load_dataset(cfg.data, split="val")
-    model, ckpt = load_model(best)
-    if model.aux is not None:
-        model.drop_auxiliary()
-    model.fuse()
-    imgsz = int(ckpt.get("imgsz", cfg.imgsz))
-    baseline = evaluate_model(model, val, imgsz=imgsz, progress=False)
-    rows = [("torch (gelan-t, fused)", "fp32", baseline.map50_95, baseline.map50, None, None, "")]
+    images = args.out / "val-images"
+    images.mkdir(parents=True, exist_ok=True)
+    import cv2
 
-    for target, precision in EXPORTS:
-        print(
-            f"\n$ edge-yolo export --weights {best} --target {target} --precision {precision}"
-            f" --calib {cfg.data} --out {bundles_dir}",
-            flush=True,
-        )
-        t = time.perf_counter()
-        try:
-            bundle = export(best, target, precision=precision, calib=cfg.data, out=bundles_dir,
-                            force=True)  # the demo owns its bundles folder
-        except Exception as e:  # a target whose toolchain is missing here is reported, not fatal
-            print(f"  export failed: {type(e).__name__}: {e}")
-            nan = float("nan")
-            rows.append((target, precision, nan, nan, None, None, "export failed"))
-            continue
-        export_s = time.perf_counter() - t
-        backend = "onnxruntime" if target == "jetson" else None
-        detector = Detector(bundle, backend=backend, threads=args.threads)
-        result = evaluate_detector(detector, val, progress=False)  # the same EVAL settings
-        size = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file()) / 1e6
-        note = f"{size:.1f} MB, export {export_s:.0f} s"
-        if backend:
-            note += f", run by {backend}"
-        rows.append((target, precision, result.map50_95, result.map50, bundle, backend, note))
-
-    print(
-        f"\nAccuracy on the synthetic val split ({len(val)} images, {imgsz} px), COCO protocol, "
-        f"every row with {EVAL}:"
-    )
-    print(f"{'artifact':24s} {'prec':5s} {'mAP50-95':>8s} {'mAP50':>7s} {'delta':>7s}  notes")
-    for name, precision, m, m50, _, _, note in rows:
-        delta = m - baseline.map50_95
-        print(f"{name:24s} {precision:5s} {m:8.3f} {m50:7.3f} {delta:+7.3f}  {note}")
-
-    predict_dir = args.out / "predict"
-    bundles = [(r[4], r[5]) for r in rows if r[4] is not None]
-    if bundles:
-        images = args.out / "val-images"
-        images.mkdir(parents=True, exist_ok=True)
-        import cv2
-
-        for i in range(4):
-            cv2.imwrite(str(images / f"val{i}.jpg"), val[i].image)
-        for bundle, backend in bundles:
-            cmd = [*edge_yolo, "predict", str(bundle), str(images), "--out"]
-            cmd += [str(predict_dir / bundle.name)] + (["--backend", backend] if backend else [])
-            run(cmd)
-    print(f"\ndemo done in {time.perf_counter() - t0:.0f} s; outputs under {args.out}")
+    val = load_dataset("synthetic", split="val")
+    for i in range(4):
+        cv2.imwrite(str(images / f"val{i}.jpg"), val[i].image)
+    predict = args.out / "predict"
+    run([*edge_yolo, "predict", str(best), str(images), "--out", str(predict / "float")])
+    for bundle in sorted((report_dir / "bundles").glob("*-int8-qat")):
+        backend = ["--backend", "onnxruntime"] if "jetson" in bundle.name else []
+        run([*edge_yolo, "predict", str(bundle), str(images), "--out",
+             str(predict / bundle.name), *backend])
+    total = time.perf_counter() - t0
+    print("\n" + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items())
+          + f"; demo done in {total / 60:.1f} min; outputs under {args.out}")
+    print(f"report: {report_dir / 'report.html'}; annotated images: {predict}")
     return 0
 
 

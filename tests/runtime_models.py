@@ -33,9 +33,10 @@ def voc_boxes(image: Path) -> np.ndarray:
     ).reshape(-1, 4)
 
 
-def fitted_checkpoint(root: Path, steps: int = 40) -> Path:
-    """gelan-t (nc=1) fitted on the six photos at ``IMGSZ`` (deterministic: seeded)."""
-    key = ("checkpoint", steps)
+def fitted_checkpoint(root: Path, steps: int = 40, model_name: str = "gelan-t") -> Path:
+    """``model_name`` (nc=1) fitted on the six photos at ``IMGSZ`` (deterministic: seeded);
+    a yolov9-* model is fitted with its PGI branch and dual loss."""
+    key = ("checkpoint", steps, model_name)
     if key in _CACHE:
         return _CACHE[key]
     import torch
@@ -46,7 +47,7 @@ def fitted_checkpoint(root: Path, steps: int = 40) -> Path:
 
     torch.set_num_threads(1)  # the CI box has 2 cores shared by everything else
     torch.manual_seed(0)
-    model = create_model("gelan-t", num_classes=1)
+    model = create_model(model_name, num_classes=1)
     images, targets = [], []
     for i, photo in enumerate(raccoon_photos()):
         boxed, info = processing.letterbox(processing.read_image(str(photo)), IMGSZ)
@@ -59,7 +60,7 @@ def fitted_checkpoint(root: Path, steps: int = 40) -> Path:
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     model.train()
     for _ in range(steps):
-        loss, _ = loss_fn(model(x), t)
+        loss, _ = loss_fn(model.forward_train(x), t)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -71,7 +72,8 @@ def fitted_checkpoint(root: Path, steps: int = 40) -> Path:
                 m.momentum = None  # cumulative average
         model(x)
     model.eval()
-    path = save_checkpoint(root / "raccoon-gelan-t.pt", model, names=["raccoon"], imgsz=IMGSZ)
+    path = save_checkpoint(root / f"raccoon-{model_name}.pt", model, names=["raccoon"],
+                           imgsz=IMGSZ)
     _CACHE[key] = path
     return path
 

@@ -58,6 +58,9 @@ class Row:
     per_class_delta: dict[str, float] = field(default_factory=dict)
     agreement: dict[str, float] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None
+    calibration_method: str | None = None
+    float_blocks: list[str] = field(default_factory=list)  # kept in float (mixed precision)
+    empty_images: int = 0  # images with a confident float detection and none here
     skipped: int = 0
 
 
@@ -153,10 +156,109 @@ def toolchain() -> dict[str, str]:
 # ------------------------------------------------------------------------------ the report
 
 
+@dataclass
+class FakeQuant:
+    """An in-memory fake-quantized torch model (PTQ in torch): the row that tells a
+    converter's error from quantization's, beside the runtime's PTQ row."""
+
+    name: str
+    target: str
+    model: Any
+    calibration: dict[str, Any] | None = None
+
+
+def fake_quant_ptq(weights: Path, target: str, calib: Any) -> FakeQuant:
+    """The float checkpoint quantized for ``target`` in torch by NNCF with the same
+    calibration set as the export, without fine-tuning."""
+    from dataclasses import asdict as as_dict
+
+    from ..models import load_model
+    from ..quant.qat import quantize_model
+
+    model, ckpt = load_model(weights)
+    if model.aux is not None:
+        model.drop_auxiliary()
+    model.fuse()
+    imgsz = int(ckpt.get("imgsz") or 640)
+    quantized = quantize_model(model, calib, imgsz, target)
+    return FakeQuant(f"torch fake-quant {target} int8 PTQ", target, quantized,
+                     as_dict(calib.provenance()))
+
+
+def _detector(source: Path | FakeQuant, weights: Path, baseline: Any, names: list[str],
+              threads: int | None) -> Any:
+    from ..runtime.detector import Detector
+
+    if isinstance(source, FakeQuant):
+        return Detector.from_model(source.model, imgsz=baseline.imgsz, names=names,
+                                   threads=threads)
+    if source == weights:
+        return baseline
+    return Detector(source, threads=threads, backend=host_backend(Path(source)))
+
+
+def host_backend(path: Path) -> str | None:
+    """The backend that runs a bundle here: its own, unless that runtime exists only on the
+    device (TensorRT), then the target's host stand-in (onnxruntime on the same ONNX)."""
+    from ..export.targets import TARGETS
+    from ..runtime.backends import get_backend
+    from ..runtime.bundle import BundleMeta
+
+    if not path.is_dir():
+        return None
+    meta = BundleMeta.read(path)
+    spec = TARGETS.get(meta.target)
+    if spec is None or not spec.host_backend or get_backend(meta.backend).available():
+        return None
+    return spec.host_backend
+
+
+def _describe(source: Path | FakeQuant, weights: Path, det: Any) -> dict[str, Any]:
+    """name, target, precision, kind, backend, calibration of one row."""
+    meta = det.meta
+    if isinstance(source, FakeQuant):
+        return {"name": source.name, "target": source.target, "precision": "int8",
+                "quantization": "ptq", "backend": "torch (fake-quant)",
+                "calibration": source.calibration, "calibration_method": "nncf min-max"}
+    if source == weights:
+        return {"name": f"torch {meta.model} (float baseline)", "target": "torch",
+                "precision": "fp32", "quantization": "float", "backend": "torch",
+                "calibration": None, "calibration_method": None}
+    if Path(source).suffix == ".pt":  # a QAT checkpoint: its fake-quantized torch model
+        qat = (det.backend.qat or {}) if hasattr(det.backend, "qat") else {}
+        target = qat.get("target", "?")
+        return {"name": f"torch fake-quant {target} int8 QAT", "target": target,
+                "precision": "int8", "quantization": "qat" if qat else "float",
+                "backend": "torch (fake-quant)", "calibration": qat.get("calibration"),
+                "calibration_method": "qat (learned ranges)"}
+    kind = meta.extra.get("quantization_kind", "ptq") if meta.precision == "int8" else "float"
+    name = f"{meta.target} {meta.precision}" + (f" {kind.upper()}" if kind != "float" else "")
+    return {"name": name, "target": meta.target, "precision": meta.precision,
+            "quantization": kind, "backend": det.backend.name,
+            "calibration": asdict(meta.calibration) if meta.calibration else None,
+            "calibration_method": calibration_method(meta.extra, kind),
+            "float_blocks": meta.extra.get("float_blocks") or []}
+
+
+def calibration_method(extra: dict[str, Any], kind: str) -> str | None:
+    """How a bundle's int8 ranges were found, from what its exporter recorded."""
+    if kind == "qat":
+        return "qat (learned ranges)"
+    if kind != "ptq":
+        return None
+    if "qdq" in extra:
+        return f"onnxruntime {extra['qdq'].get('calibrate_method', 'minmax')}"
+    if "tflite_options" in extra:
+        return f"ai-edge-quantizer {extra['tflite_options'].get('calib_ranges', 'minmax')}"
+    if "nncf_preset" in extra:
+        return f"nncf min-max, {extra['nncf_preset']} preset"
+    return None
+
+
 def build_report(
     weights: Path,
     data: str,
-    bundles: list[Path],
+    bundles: list[Path | FakeQuant],
     *,
     split: str = "val",
     resamples: int = 200,
@@ -164,8 +266,9 @@ def build_report(
     latency_runs: int = 20,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate the float checkpoint and every bundle on ``data``/``split``; the report as a
-    JSON-ready dict."""
+    """Evaluate the float checkpoint and every other source on ``data``/``split``: bundles,
+    QAT checkpoints (fake-quantized torch) and in-memory :class:`FakeQuant` models. The report
+    as a JSON-ready dict."""
     from ..data import load_dataset, spec_kwargs
     from ..runtime.detector import Detector
 
@@ -174,24 +277,17 @@ def build_report(
     dataset = load_dataset(data, split=split, **spec_kwargs(data, imgsz))
     image = dataset[0].image
     runs: list[tuple[Row, Collected]] = []
-    for path in [weights, *bundles]:
-        det = baseline if path == weights else Detector(path, threads=threads)
+    for source in [weights, *bundles]:
+        det = _detector(source, weights, baseline, list(baseline.names), threads)
         got = collect(det, dataset, progress=progress)
         result = got.evaluate()
-        meta = det.meta
-        kind = "float" if path == weights else (
-            meta.extra.get("quantization_kind", "ptq") if meta.precision == "int8" else "float"
-        )
-        name = (f"torch {meta.model} (float baseline)" if path == weights
-                else f"{meta.target} {meta.precision}" + (f" {kind.upper()}" if kind != "float"
-                                                            else ""))
+        about = _describe(source, weights, det)
+        is_file = not isinstance(source, FakeQuant) and Path(source).is_dir()  # a bundle
         row = Row(
-            name=name, target=meta.target, precision=meta.precision, quantization=kind,
-            backend=det.backend.name, path=str(path), map50_95=result.map50_95,
-            map50=result.map50, per_class=result.per_class,
-            size_mb=None if path == weights else round(bundle_size_mb(Path(path)), 3),
+            **about, path=str(source.name if isinstance(source, FakeQuant) else source),
+            map50_95=result.map50_95, map50=result.map50, per_class=result.per_class,
+            size_mb=round(bundle_size_mb(Path(source)), 3) if is_file else None,
             latency_ms=round(median_latency(det, image, latency_runs), 2),
-            calibration=asdict(meta.calibration) if meta.calibration else None,
             skipped=len(got.skipped),
         )
         runs.append((row, got))
@@ -205,6 +301,7 @@ def build_report(
             if not (math.isnan(v) or math.isnan(base_row.per_class[k]))
         }
         row.agreement = agreement(base, got)
+        row.empty_images = empty_where_float_is_confident(base, got)
     return {
         "dataset": {"data": data, "split": split, "images": len(base.paths),
                     "skipped": base.skipped, "classes": base.names},
@@ -217,10 +314,27 @@ def build_report(
     }
 
 
+def empty_where_float_is_confident(base: Collected, other: Collected,
+                                   confident: float = 0.5) -> int:
+    """Images where the float model finds something with score >= ``confident`` and the
+    artifact finds nothing at all above the agreement threshold: the failure users report
+    as "INT8 finds nothing"."""
+    n = 0
+    for ours, theirs in zip(base.predictions, other.predictions):
+        if (ours[1] >= confident).any() and not (theirs[1] >= AGREEMENT_CONF).any():
+            n += 1
+    return n
+
+
 def gate(report: dict[str, Any], max_drop: float) -> list[str]:
     """Rows whose mAP50-95 drops more than ``max_drop`` points: what fails the gate."""
     return [f"{r['name']}: {-r['delta']:.2f} points > {max_drop:g}"
-            for r in report["rows"][1:] if -r["delta"] > max_drop]
+            for r in report["rows"][1:] if -r["delta"] > max_drop and not _diagnostic(r)]
+
+
+def _diagnostic(row: dict[str, Any]) -> bool:
+    """A fake-quant torch row explains a drop; it is not an artifact that ships."""
+    return row["backend"].endswith("(fake-quant)")
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -232,11 +346,14 @@ def markdown(report: dict[str, Any]) -> str:
         f"NMS IoU {s['iou']:g}, max {s['max_det']} detections per image. Delta: mAP50-95 points "
         f"against the float baseline, with a 95 % interval from a paired bootstrap over images "
         f"({report['bootstrap']['resamples']} resamples). Agreement: baseline boxes scoring >= "
-        f"{AGREEMENT_CONF} matched at IoU >= {AGREEMENT_IOU}.",
+        f"{AGREEMENT_CONF} matched at IoU >= {AGREEMENT_IOU}. Empty: images where the float "
+        "model has a detection scoring >= 0.5 and the row has none >= 0.25. A torch "
+        "fake-quant row is the same quantization simulated in PyTorch: a gap between it and "
+        "its runtime row is the converter's, not quantization's (those rows are not gated).",
         "",
         "| model | backend | mAP50-95 | mAP50 | delta [95% CI] | size MB | latency ms | "
-        "matched | mean IoU | score err |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "matched | mean IoU | score err | empty |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
         a = r["agreement"]
@@ -246,15 +363,21 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {r['name']} | {r['backend']} | {100 * r['map50_95']:.2f} | {100 * r['map50']:.2f} "
             f"| {delta} | {_fmt(r['size_mb'], '.2f')} | {_fmt(r['latency_ms'], '.1f')} | "
             f"{_fmt(a.get('matched_share'), '.3f')} | {_fmt(a.get('mean_iou'), '.3f')} | "
-            f"{_fmt(a.get('score_error'), '.4f')} |"
+            f"{_fmt(a.get('score_error'), '.4f')} | "
+            f"{r.get('empty_images', 0) if r is not report['rows'][0] else '-'} |"
         )
     calibrated = [r for r in report["rows"] if r["calibration"]]
     if calibrated:
         lines += ["", "Calibration:"]
         for r in calibrated:
             c = r["calibration"]
-            lines.append(f"- {r['name']}: {c['num_images']} images from `{c['dataset']}` "
-                         f"[{c.get('split') or '-'}]")
+            method = r.get("calibration_method") or "-"
+            lines.append(f"- {r['name']}: {method}; {c['num_images']} images from "
+                         f"`{c['dataset']}` [{c.get('split') or '-'}]")
+    mixed = [r for r in report["rows"] if r.get("float_blocks")]
+    if mixed:
+        lines += ["", "Kept in float (mixed precision, `export --max-drop`):"]
+        lines += [f"- {r['name']}: {', '.join(r['float_blocks'])}" for r in mixed]
     lines += ["", "Toolchain: " + ", ".join(f"{k} {v}" for k, v in report["toolchain"].items())]
     return "\n".join(lines) + "\n"
 
@@ -398,8 +521,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="export these targets or boards now (comma-separated), e.g. intel,rpi")
     p.add_argument("--precisions", default="fp32,int8",
                    help="precisions exported per target (default fp32,int8)")
+    p.add_argument("--qat", nargs="*", type=existing_path, default=[],
+                   help="QAT checkpoints (edge-yolo qat): each is exported to its target and "
+                        "scored, beside its fake-quantized torch row")
     p.add_argument("--bundles", nargs="*", type=existing_path, default=[],
                    help="bundles already exported, scored as they are")
+    p.add_argument("--no-fake-quant", action="store_true",
+                   help="skip the fake-quant torch rows beside each PTQ export")
     p.add_argument("--calib", help="calibration data for int8 (default: --data, train split)")
     p.add_argument("--calib-size", type=positive_int, default=None)
     p.add_argument("--max-drop", type=positive_float,
@@ -415,22 +543,50 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
     from ..export import export
     from ..export.targets import resolve
+    from ..models import load_checkpoint
 
-    bundles = list(args.bundles)
+    bundles: list[Path | FakeQuant] = list(args.bundles)
     targets = [t for t in args.targets.split(",") if t]
     precisions = [p for p in args.precisions.split(",") if p]
-    if not targets and not bundles:
-        raise UsageError("nothing to compare: give --targets to export or --bundles to score")
+    qats = [(q, load_checkpoint(q).get("qat")) for q in args.qat]
+    for q, record in qats:
+        if record is None:
+            raise UsageError(f"--qat {q}: not a QAT checkpoint (edge-yolo qat writes one)")
+    if not targets and not bundles and not qats:
+        raise UsageError("nothing to compare: give --targets to export, --qat or --bundles")
     plan = []
     for target in targets:
         spec, _, _ = resolve(target)  # refuses an unknown target before any work
-        plan += [(target, p) for p in precisions if p in spec.precisions]
-    for target, precision in plan:
-        print(f"export {target} {precision} ...", flush=True)
-        bundles.append(export(args.weights, target, precision=precision,
-                              calib=args.calib or args.data, calib_size=args.calib_size,
-                              out=args.out / "bundles", threads=args.threads,
-                              force=True))  # the report owns its bundles folder
+        plan.append((target, spec.name, [p for p in precisions if p in spec.precisions]))
+    calib = None
+    out = args.out / "bundles"
+
+    def export_one(weights: Path, target: str, precision: str) -> Path:
+        print(f"export {weights} -> {target} {precision} ...", flush=True)
+        return export(weights, target, precision=precision, calib=args.calib or args.data,
+                      calib_size=args.calib_size, out=out, threads=args.threads,
+                      force=True)  # the report owns its bundles folder
+
+    for target, name, target_precisions in plan:  # per target: float, PTQ, QAT side by side
+        for precision in target_precisions:
+            bundles.append(export_one(args.weights, target, precision))
+            if precision == "int8" and not args.no_fake_quant:
+                if calib is None:
+                    from ..quant.calibration import DEFAULT_SIZE, CalibrationSet
+
+                    calib = CalibrationSet.load(args.calib or args.data,
+                                                args.calib_size or DEFAULT_SIZE)
+                print(f"fake-quantize {args.weights.name} for {name} in torch ...", flush=True)
+                bundles.append(fake_quant_ptq(args.weights, name, calib))
+        for q, record in qats:
+            if record["target"] == name:
+                bundles.append(export_one(q, target, "int8"))
+                bundles.append(q)
+    planned = {name for _, name, _ in plan}
+    for q, record in qats:  # QAT checkpoints whose target was not asked for: still scored
+        if record["target"] not in planned:
+            bundles.append(export_one(q, record["target"], "int8"))
+            bundles.append(q)
     report = build_report(args.weights, args.data, bundles, split=args.split,
                           resamples=args.resamples, threads=args.threads)
     paths = write_report(report, args.out)

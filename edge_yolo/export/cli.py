@@ -10,7 +10,7 @@ import argparse
 import logging
 from typing import Any
 
-from ..cli_args import existing_path, image_size, output_dir, positive_int
+from ..cli_args import existing_path, image_size, output_dir, positive_float, positive_int
 from .targets import (
     PRECISIONS,
     SHARED_OPTIONS,
@@ -61,6 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace a bundle of the same name")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="threads for the verification run on this host")
+    parser.add_argument("--max-drop", dest="max_drop", type=positive_float, default=None,
+                        help="int8: keep the blocks most sensitive to int8 in float until the "
+                             "measured mAP50-95 drop is at most this many points (on the "
+                             "--calib dataset's labelled val split)")
     for option in _all_options().values():
         takers = [t.name for t in TARGETS.values()
                   if option in t.options or option.field in t.shared_options
@@ -109,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     spec, _, _ = resolve(args.target, args.precision)
     shared, own = table_options(args, spec.name)
     given = ("target", "precision", "imgsz", "calib", "calib_size", "calib_split", "out",
-             "name", "threads", "force")
+             "name", "threads", "force", "max_drop")
     options = ExportOptions(
         **{k: getattr(args, k) for k in given}, target_options=own or None, **shared
     )

@@ -6,6 +6,9 @@
   per-tensor activations, BN already folded by fusing, standard ``QuantizeLinear`` /
   ``DequantizeLinear`` only), quantized with onnxruntime (see :mod:`edge_yolo.quant.ptq` for
   why). TensorRT 10 deprecates implicit INT8 calibration; explicit Q/DQ works on 8.6 and 10.
+  From a QAT checkpoint (``edge-yolo qat --target jetson``) the Q/DQ pairs are NNCF's, with
+  the learned ranges. Either way :func:`edge_yolo.quant.qat.check_tensorrt_qdq` checks the
+  form before the bundle is written.
 
 TensorRT engines are specific to a GPU and a TensorRT version, so the bundle ships the ONNX
 and the ``trtexec`` line; the runtime's tensorrt backend builds and caches the engine on the
@@ -17,11 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..contract import INPUT_NAME
+from ..contract import INPUT_NAME, OUTPUT_NAMES
 from ..runtime.bundle import BundleMeta
 from .base import Artifact, Exporter
 from .job import ExportJob
-from .onnx import embed_onnx_metadata, opset_of, torch_to_onnx
+from .onnx import check, embed_onnx_metadata, opset_of, torch_to_onnx
 
 MODEL_FILE = "model.onnx"
 
@@ -59,16 +62,33 @@ class JetsonExporter(Exporter):
         import onnx
 
         opts: JetsonOptions = job.target_options
-        model = torch_to_onnx(job)
         inputs, outputs = job.float_io()
         extra: dict[str, object] = {
-            "opset": opset_of(model),
             "engine_precision": job.precision,
             "engine": "built on the device (TensorRT engines are not portable)",
         }
         path = staging / MODEL_FILE
+        if job.precision == "int8" and job.qat is not None:
+            from ..quant.qat import check_tensorrt_qdq, export_qdq_onnx
+
+            export_qdq_onnx(job.model, job.example_input(), path, opset=job.opset,
+                            input_name=INPUT_NAME, output_names=OUTPUT_NAMES,
+                            dynamic=job.dynamic)
+            qdq = onnx.load(str(path))
+            check(qdq)
+            extra["opset"] = opset_of(qdq)
+            extra["qdq"] = {"format": "QDQ", "library": "nncf (QAT, learned ranges)",
+                            **check_tensorrt_qdq(qdq)}
+            extra["qdq_nodes"] = sum(
+                n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in qdq.graph.node
+            )
+            return Artifact(MODEL_FILE, inputs, outputs, "qdq", extra=extra)
+        model = torch_to_onnx(job)
+        extra["opset"] = opset_of(model)
         if job.precision == "int8":
             from ..quant.ptq import quantize_qdq_onnx
+            from ..quant.qat import check_tensorrt_qdq
+            from ..quant.sensitivity import onnx_nodes
 
             settings = quantize_qdq_onnx(
                 model,
@@ -77,9 +97,10 @@ class JetsonExporter(Exporter):
                 path,
                 input_name=INPUT_NAME,
                 calibrate_method=opts.calibrate_method,
-                nodes_to_exclude=opts.nodes_to_exclude,
+                nodes_to_exclude=[*opts.nodes_to_exclude, *onnx_nodes(model, job.float_blocks)],
             )
             qdq = onnx.load(str(path))
+            settings.update(check_tensorrt_qdq(qdq))  # the form TensorRT needs, checked
             extra["qdq"] = settings
             extra["qdq_nodes"] = sum(
                 n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in qdq.graph.node

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import torch
 
 DEFAULT_OPSET = 18
+MAX_DROP_IMAGES = 200  # labelled images --max-drop measures each candidate on
 
 
 class ExportJob:
@@ -47,6 +48,10 @@ class ExportJob:
         self.opset = options.opset or DEFAULT_OPSET
         self.simplify = options.simplify is not False
         model, ckpt = load_model(weights)
+        #: a QAT checkpoint's record (edge_yolo.quant.qat): the model carries its quantizers
+        self.qat: dict[str, Any] | None = ckpt.get("qat")
+        if self.qat is not None:
+            self._check_qat(weights, spec, precision)
         if model.aux is not None:
             model.drop_auxiliary()
         model.fuse().eval()
@@ -64,6 +69,81 @@ class ExportJob:
         board_calib = device.calib_size if device else DEFAULT_SIZE
         self.calib_size = options.calib_size or board_calib
         self._calibration: CalibrationSet | None = None
+        #: blocks kept in float by ``--max-drop`` (mixed precision), and how they were chosen
+        self.float_blocks: list[str] = []
+        self.mixed_precision: dict[str, Any] | None = None
+
+    def _check_qat(self, weights: Path, spec: TargetSpec, precision: str) -> None:
+        qat = self.qat or {}
+        source = qat.get("source_checkpoint", "its source checkpoint")
+        if precision != "int8":
+            raise ExportError(
+                f"{weights} is a QAT checkpoint (fine-tuned for int8 on {qat.get('target')}): "
+                f"export it with --precision int8; {precision} comes from {source}"
+            )
+        if qat.get("target") != spec.name:
+            raise ExportError(
+                f"{weights} was fine-tuned for {qat.get('target')!r}'s quantization scheme, not "
+                f"{spec.name!r}: export it to {qat.get('target')}, or run edge-yolo qat "
+                f"--target {spec.name} from {source}"
+            )
+
+    @property
+    def needs_calibration(self) -> bool:
+        """INT8 needs calibration images, except from a QAT model whose quantizers carry their
+        ranges (TFLite's converter quantizes by itself, so it calibrates even then)."""
+        if self.precision != "int8":
+            return False
+        return self.qat is None or self.spec.name == "rpi"
+
+    def quantization_record(self) -> dict[str, Any]:
+        """What the bundle's metadata says about how it was quantized: ``quantization_kind``
+        (``ptq`` / ``qat``) and, for QAT, from which checkpoint, recipe and calibration."""
+        if self.precision != "int8":
+            return {}
+        if self.qat is None:
+            mixed = {} if self.mixed_precision is None else {
+                "float_blocks": list(self.float_blocks), "mixed_precision": self.mixed_precision}
+            return {"quantization_kind": "ptq", **mixed}
+        keep = ("target", "variant", "scheme", "source_checkpoint", "source_sha256", "recipe",
+                "calibration", "ignored_scope", "quantizers", "nncf", "start")
+        return {"quantization_kind": "qat",
+                "qat": {k: self.qat[k] for k in keep if k in self.qat}
+                | {"checkpoint": self.weights.name, "checkpoint_sha256": self.checkpoint_sha256}}
+
+    def choose_float_blocks(self, max_drop: float) -> None:
+        """``--max-drop``: rank blocks by int8 sensitivity and keep the worst in float until
+        the fake-quantized model's measured drop on labelled images is at most ``max_drop``."""
+        import sys
+
+        from ..data import DatasetError, FirstN, load_dataset, spec_kwargs
+        from ..eval import evaluate_model
+        from ..quant.sensitivity import choose_float_blocks
+
+        if self.precision != "int8":
+            raise ExportError(f"--max-drop is for int8 exports, not {self.precision}")
+        if self.qat is not None:
+            raise ExportError("--max-drop is for post-training quantization; a QAT model keeps "
+                              "blocks in float through its recipe's qat.ignored_scope")
+        source = self.calib_source
+        try:
+            val = load_dataset(source, split="val", **spec_kwargs(source, self.imgsz))
+        except (OSError, ValueError, DatasetError) as e:
+            raise ExportError(
+                f"--max-drop measures the drop on labelled images, and {source} has no usable "
+                f"val split ({e}); pass --calib DATASET"
+            ) from e
+        val = FirstN(val, MAX_DROP_IMAGES)
+
+        def evaluate(model: Any) -> float:
+            return float(evaluate_model(model, val, imgsz=self.imgsz, progress=False).map50_95)
+
+        mixed = choose_float_blocks(
+            self.yolo, self.calibration(), self.imgsz, self.spec.name, max_drop, evaluate,
+            len(val), log=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+        self.float_blocks = mixed.float_blocks
+        self.mixed_precision = mixed.to_dict() | {"eval_data": f"{source} [val]"}
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -100,8 +180,13 @@ class ExportJob:
 
     @property
     def calibration_provenance(self) -> Calibration | None:
-        """What the bundle records: None when no calibration set was used."""
-        return self._calibration.provenance() if self._calibration is not None else None
+        """What the bundle records: the set used here, else the one that initialised a QAT
+        model's quantizer ranges, else None."""
+        if self._calibration is not None:
+            return self._calibration.provenance()
+        if self.qat is not None and isinstance(self.qat.get("calibration"), dict):
+            return Calibration(**self.qat["calibration"])
+        return None
 
     def sample_images(self, n: int) -> list[np.ndarray]:
         """Images for references and agreement: calibration images when a source was given or

@@ -10,6 +10,8 @@
   FP32 bundles stay f32-forced, for exact parity with the float model.
 - INT8: NNCF post-training quantization of the converted ``ov.Model`` on calibration images
   letterboxed exactly as the runtime does; overflow fix chosen from the CPU's VNNI support.
+  From a QAT checkpoint (``edge-yolo qat --target intel``) the fake-quantized torch model
+  converts directly: its quantizers become FakeQuantize nodes with the learned ranges.
 
 The model is converted straight from the fused torch module (``ov.convert_model``, whose
 torch frontend traces with TorchScript: deprecated in torch 2.13 but exact here, whereas
@@ -101,8 +103,19 @@ class OpenVINOExporter(Exporter):
         elif job.precision == "bf16":
             save(model, xml)  # f32 weights: bfloat16 is the CPU plugin's compute precision
             extra["inference_precision_hint"] = "bf16"
+        elif job.precision == "int8" and job.qat is not None:
+            # the QAT model's fake quantizers convert to FakeQuantize with their learned ranges
+            save(model, xml)
+            quantization = "qdq"
+            extra.update(
+                quantized=describe_int8(model),
+                fake_quantize_nodes=sum(
+                    op.get_type_name() == "FakeQuantize" for op in model.get_ops()
+                ),
+            )
         elif job.precision == "int8":
             from ..quant.ptq import quantize_openvino, resolve_overflow_fix
+            from ..quant.sensitivity import openvino_patterns
 
             overflow_fix = resolve_overflow_fix(opts.overflow_fix)
             quantized = quantize_openvino(
@@ -112,6 +125,7 @@ class OpenVINOExporter(Exporter):
                 preset=opts.preset,
                 overflow_fix=overflow_fix,
                 ignored_scope=opts.ignored_scope,
+                ignored_patterns=openvino_patterns(job.float_blocks),
                 fast_bias_correction=opts.fast_bias_correction,
             )
             save(quantized, xml)

@@ -40,6 +40,9 @@ class ExportOptions:
     num_references: int = 2  # letterboxed inputs + expected outputs saved in reference.npz
     agreement_images: int = 8  # images on which the artifact is compared with the float model
     target_options: Any = None  # the target's options_type instance, or a dict of its fields
+    #: int8: keep the blocks most sensitive to int8 in float until the measured mAP50-95 drop
+    #: (points, on the calibration source's labelled val split) is at most this
+    max_drop: float | None = None
 
     def __post_init__(self) -> None:
         if self.imgsz is not None and (self.imgsz <= 0 or self.imgsz % 32):
@@ -48,5 +51,7 @@ class ExportOptions:
             raise TargetError(f"calib_size must be positive, got {self.calib_size}")
         if self.opset is not None and not 17 <= self.opset <= 18:
             raise TargetError(f"opset must be 17 or 18, got {self.opset}")
+        if self.max_drop is not None and self.max_drop < 0:
+            raise TargetError(f"max_drop must be >= 0, got {self.max_drop}")
         if self.threads is not None and self.threads < 1:
             raise TargetError(f"threads must be >= 1, got {self.threads}")

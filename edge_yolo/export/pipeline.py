@@ -116,10 +116,14 @@ def _run(
 ) -> Path:
     t0 = time.perf_counter()
     job = ExportJob(options, spec, precision, device, weights, opts)
-    if precision == "int8":
+    if job.needs_calibration:
         job.calibration()  # fails early (e.g. "pass --calib"), before any conversion
-    # named for the board when there is one: rpi4 and rpi5 exports never replace each other
-    name = options.name or f"{job.model_name}-{device.name if device else spec.name}-{precision}"
+    if options.max_drop is not None:
+        job.choose_float_blocks(options.max_drop)
+    # named for the board when there is one: rpi4 and rpi5 exports never replace each other;
+    # a QAT bundle never replaces the PTQ one either
+    name = options.name or (f"{job.model_name}-{device.name if device else spec.name}-"
+                            f"{precision}{'-qat' if job.qat else ''}")
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     dest = out / name
@@ -146,6 +150,7 @@ def _run(
             source_checkpoint_sha256=job.checkpoint_sha256,
             extra={
                 **artifact.extra,
+                **job.quantization_record(),
                 "device": device.name if device else None,
                 "device_threads": device.threads if device else None,
                 "dynamic_batch": job.dynamic,

@@ -11,7 +11,11 @@ rewrite, so the graph gains no transpose) and a signature whose outputs are name
   arithmetic stay float32 ("fp16-weights").
 * ``int8``: static quantization, int8 weights (per channel) and int8 activations (per
   tensor), calibrated on real images letterboxed exactly as the runtime does. Input and both
-  outputs are int8 too ("full-integer"), the input range pinned to exactly [0, 1].
+  outputs are int8 too ("full-integer"), the input range pinned to exactly [0, 1]. From a
+  QAT checkpoint, the converter gets the QAT-adapted weights baked onto their int8 grid
+  (:func:`edge_yolo.quant.qat.bake_weights`) and quantizes them the same way: per-channel
+  symmetric scales put the fine-tuned values back on (nearly) the grid they were trained on;
+  the activation ranges are calibrated as for PTQ.
 
 Both quantizations are ai-edge-quantizer's, driven from :mod:`edge_yolo.quant.ptq`; this
 module converts, checks and packages.
@@ -35,6 +39,7 @@ import numpy as np
 from ..contract import INPUT_NAME, OUTPUT_NAMES
 from ..fileio import atomic_write_bytes
 from ..quant.ptq import TFLITE_RANGES, quantize_tflite_fp16_weights, quantize_tflite_full_integer
+from ..quant.sensitivity import tflite_regexes
 from ..runtime.bundle import META_KEY, BundleMeta, TensorSpec
 from .base import Artifact, Exporter, ExportError, options_dict
 from .job import ExportJob
@@ -209,8 +214,14 @@ class TFLiteExporter(Exporter):
     def build(self, job: ExportJob, staging: Path) -> Artifact:
         opts: TFLiteOptions = job.target_options or TFLiteOptions()
         t0 = time.perf_counter()
+        source = job.model
+        if job.qat is not None:  # the QAT-adapted weights, on their int8 grid
+            from ..models import ExportModel
+            from ..quant.qat import bake_weights
+
+            source = ExportModel(bake_weights(job.yolo)).eval()
         try:
-            model = convert_float(job.model, job.imgsz)
+            model = convert_float(source, job.imgsz)
         except Exception as e:  # the converter raises many types; say which step failed
             raise ExportError(f"litert-torch could not convert {job.model_name}: {e}") from e
         timings = {"convert_s": round(time.perf_counter() - t0, 2)}
@@ -229,12 +240,13 @@ class TFLiteExporter(Exporter):
                 ranges=opts.calib_ranges,
                 exact_input_range=opts.exact_input_range,
                 threads=opts.calib_threads,
+                float_regexes=tflite_regexes(job.float_blocks),
             )
             timings["quantize_s"] = round(time.perf_counter() - t1, 2)
             io_note = ", int8: real = (q - zero_point) * scale"
         inputs, outputs = io_specs(model, io_note)
         ops = op_counts(model)
-        if job.precision == "int8":
+        if job.precision == "int8" and not job.float_blocks:
             self._check_full_integer(model, ops)
         filename = f"{job.model_name}-{job.imgsz}-{job.precision}.tflite"
         atomic_write_bytes(staging / filename, model)

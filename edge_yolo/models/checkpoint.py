@@ -163,6 +163,12 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike = "<chec
         state = {k: v for k, v in state.items() if not k.startswith("aux.")}
     if ckpt.get("fused"):
         model.fuse()
+    if ckpt.get("qat") is not None:  # a QAT checkpoint: its fake quantizers go back on first
+        from ..quant.qat import check_record, restore_quantizers
+
+        if not ckpt.get("fused"):
+            raise CheckpointError(f"{path}: a QAT checkpoint must hold a fused model")
+        model = restore_quantizers(model, check_record(ckpt["qat"], path)["nncf_config"])
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         parts = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -154,16 +155,23 @@ class YOLO(nn.Module):
     def reg_max(self) -> int:
         return self.config.reg_max
 
-    def forward(self, x: torch.Tensor) -> list[LevelOutput]:
-        """Main head's raw per-level outputs ``[(box_logits, cls_logits)] * 3``."""
-        return self.head(self.neck(self.backbone(x)))
+    def forward(self, x: torch.Tensor, with_aux: bool = False) -> Any:
+        """Main head's raw per-level outputs ``[(box_logits, cls_logits)] * 3``; with
+        ``with_aux``, ``(main, aux)`` where ``aux`` is ``None`` without PGI.
+
+        One ``forward`` for both, so whatever wraps the forward pass (DDP, NNCF's
+        quantization hooks) also wraps the training pass; the auxiliary branch runs after the
+        main path, on the same backbone features.
+        """
+        feats = self.backbone(x)
+        main = self.head(self.neck(feats))
+        if not with_aux:
+            return main
+        return main, (self.aux(feats) if self.aux is not None else None)
 
     def forward_train(self, x: torch.Tensor) -> tuple[list[LevelOutput], list[LevelOutput] | None]:
         """Main and auxiliary raw outputs; the auxiliary ones are ``None`` without PGI."""
-        feats = self.backbone(x)
-        main = self.head(self.neck(feats))
-        aux = self.aux(feats) if self.aux is not None else None
-        return main, aux
+        return self(x, with_aux=True)
 
     def drop_auxiliary(self) -> YOLO:
         """Remove the PGI branch in place: the model becomes the matching gelan-* network."""

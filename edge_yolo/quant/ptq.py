@@ -66,6 +66,7 @@ def quantize_openvino(
     preset: str = "mixed",
     overflow_fix: str = "disable",
     ignored_scope: Sequence[str] = (),
+    ignored_patterns: Sequence[str] = (),
     fast_bias_correction: bool = True,
 ) -> ov.Model:
     """NNCF post-training quantization of an OpenVINO model on preprocessed blobs.
@@ -73,7 +74,8 @@ def quantize_openvino(
     ``preset``: ``mixed`` (symmetric weights, asymmetric activations: SiLU outputs are
     non-negative-heavy, so an asymmetric range spends no codes on unused negatives) or
     ``performance`` (all symmetric). ``model_type`` stays None: this is a CNN, not a
-    transformer. ``ignored_scope``: node names kept in float.
+    transformer. ``ignored_scope``: node names kept in float; ``ignored_patterns``: regexes
+    over node names (whole blocks, see :func:`edge_yolo.quant.sensitivity.openvino_patterns`).
     """
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
@@ -81,18 +83,24 @@ def quantize_openvino(
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     params = AdvancedQuantizationParameters(overflow_fix=OverflowFix(overflow_fix))
-    scope = nncf.IgnoredScope(names=list(ignored_scope)) if ignored_scope else None
-    return nncf.quantize(
-        model,
-        calib.nncf_dataset(imgsz),
-        preset=nncf.QuantizationPreset(preset),
-        target_device=nncf.TargetDevice.CPU,
-        subset_size=len(calib),
-        fast_bias_correction=fast_bias_correction,
-        model_type=None,
-        ignored_scope=scope,
-        advanced_parameters=params,
-    )
+    scope = None
+    if ignored_scope or ignored_patterns:
+        scope = nncf.IgnoredScope(names=list(ignored_scope), patterns=list(ignored_patterns),
+                                  validate=False)
+    from .qat import quiet_nncf
+
+    with quiet_nncf():
+        return nncf.quantize(
+            model,
+            calib.nncf_dataset(imgsz),
+            preset=nncf.QuantizationPreset(preset),
+            target_device=nncf.TargetDevice.CPU,
+            subset_size=len(calib),
+            fast_bias_correction=fast_bias_correction,
+            model_type=None,
+            ignored_scope=scope,
+            advanced_parameters=params,
+        )
 
 
 def quantize_qdq_onnx(
@@ -196,6 +204,7 @@ def quantize_tflite_full_integer(
     ranges: str = "minmax",
     exact_input_range: bool = True,
     threads: int | None = None,
+    float_regexes: Sequence[str] = (),
 ) -> bytes:
     """Static int8 quantization with ai-edge-quantizer: int8 weights (per channel),
     activations (per tensor), input and outputs, calibrated on NHWC blobs.
@@ -206,6 +215,7 @@ def quantize_tflite_full_integer(
     """
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import calibrator, quantizer, recipe, recipe_manager
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
     from ai_edge_quantizer.utils import qsv_utils
 
     from ..runtime.backends import default_threads
@@ -216,6 +226,8 @@ def quantize_tflite_full_integer(
         )
     manager = recipe_manager.RecipeManager()
     manager.load_quantization_recipe(recipe.static_wi8_ai8())
+    for regex in float_regexes:  # mixed precision: these ops stay float
+        manager.add_quantization_config(regex, "*", None, AlgorithmName.NO_QUANTIZE)
     calibrate = calibrator.Calibrator(
         bytes(float_model),
         num_threads=threads or default_threads(),

@@ -63,6 +63,25 @@ class TrainResult:
     final: dict[str, Any] | None = None  # best.pt without the PGI branch, fused, evaluated
 
 
+@dataclass
+class ModelSetup:
+    """A model the caller prepared, and what the loop adds for it: the seam QAT trains through.
+
+    The loop trains ``model`` exactly as a model it built itself (same data, loss, optimizer,
+    EMA, evaluation, checkpoints) and never needs to know how it was made. ``extra_loss(images,
+    outputs)`` is added to the task loss (e.g. distillation from a float teacher).
+    ``checkpoint_extra`` goes into every checkpoint, so a resumed run and every reader of
+    ``best.pt`` rebuild the same model (for QAT: the quantizer setup, see
+    :func:`edge_yolo.models.checkpoint.model_from_checkpoint`). ``model`` is None on resume:
+    the checkpoint rebuilds it.
+    """
+
+    model: YOLO | None = None
+    extra_loss: Callable[[torch.Tensor, Any], torch.Tensor] | None = None
+    checkpoint_extra: dict[str, Any] = field(default_factory=dict)
+    description: str = ""  # one line for the log: what the model is
+
+
 class TrainForward(nn.Module):
     """Calls ``forward_train``, so DDP's gradient hooks see the pass the loss uses."""
 
@@ -80,24 +99,33 @@ def fitness(map50_95: float, map50: float) -> float:
 
 
 def train(
-    cfg: TrainConfig, *, resume: ResumePoint | None = None, on_step: StepCallback | None = None
+    cfg: TrainConfig,
+    *,
+    resume: ResumePoint | None = None,
+    on_step: StepCallback | None = None,
+    setup: ModelSetup | None = None,
 ) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data``; with ``resume``, continue that run exactly.
 
     ``on_step(updates, model)`` is called after every optimizer step with the raw model.
+    ``setup``: train a model the caller prepared (see :class:`ModelSetup`).
     Under torchrun every rank calls this; rank 0 alone writes files and evaluates.
     """
     owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     info = init_distributed(cfg.device)
     try:
-        return _train(cfg, info, resume, on_step)
+        return _train(cfg, info, resume, on_step, setup or ModelSetup())
     finally:
         if owns_group:
             cleanup()
 
 
 def _train(
-    cfg: TrainConfig, info: DistInfo, resume: ResumePoint | None, on_step: StepCallback | None
+    cfg: TrainConfig,
+    info: DistInfo,
+    resume: ResumePoint | None,
+    on_step: StepCallback | None,
+    setup: ModelSetup,
 ) -> TrainResult:
     from edge_yolo.data import FirstN, load_dataset, spec_kwargs
     from edge_yolo.data.dataset import check_trainable
@@ -160,6 +188,10 @@ def _train(
         # the run's own architecture (head widths may come from pretrained weights)
         raw = {**resume.checkpoint, "state_dict": resume.train["model"]}
         model = model_from_checkpoint(raw, resume.path)
+    elif setup.model is not None:
+        model = setup.model
+        if setup.description:
+            log(setup.description)
     else:
         model = create_model(cfg.model, num_classes=num_classes)
         if cfg.weights:
@@ -254,6 +286,8 @@ def _train(
                 ):
                     outputs = forward(images)
                 loss, items = criterion(outputs, targets)
+                if setup.extra_loss is not None:
+                    loss = loss + setup.extra_loss(images, outputs)
                 # DDP averages gradients over ranks; the loss is a per-image sum, so scale back
                 loss = loss * world
                 scaler.scale(loss).backward()
@@ -335,6 +369,7 @@ def _train(
                 config=cfg.to_dict(),
                 names=names,
                 imgsz=cfg.imgsz,
+                extra=setup.checkpoint_extra,
             )
             # without evaluation there is nothing to select on: best is the latest
             if improved or best_fitness is None:
@@ -485,4 +520,12 @@ def _quiet(*_args: Any, **_kwargs: Any) -> None:
     pass
 
 
-__all__ = ["TrainError", "TrainForward", "TrainResult", "fitness", "load_initial_weights", "train"]
+__all__ = [
+    "ModelSetup",
+    "TrainError",
+    "TrainForward",
+    "TrainResult",
+    "fitness",
+    "load_initial_weights",
+    "train",
+]

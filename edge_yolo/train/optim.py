@@ -19,7 +19,8 @@ def build_optimizer(
     """SGD nesterov: conv/linear weights decay; BN weights and all biases do not.
 
     Decaying BN scales and biases only pulls them toward zero, which hurts small models;
-    so weight decay applies to the weight tensors that carry the features.
+    so weight decay applies to the conv/linear weights that carry the features. Any other
+    parameter (BN, or the scale of a fake quantizer in QAT) joins the BN group: no decay.
     """
     decay, bn, bias = [], [], []
     for module in model.modules():
@@ -28,10 +29,10 @@ def build_optimizer(
                 continue
             if name == "bias":
                 bias.append(p)
-            elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-                bn.append(p)
-            else:
+            elif name == "weight" and isinstance(module, (nn.Conv2d, nn.Linear)):
                 decay.append(p)
+            else:  # BN weights, and a quantizer's learned ranges (QAT): decay would shrink them
+                bn.append(p)
     groups = [
         {"params": decay, "weight_decay": weight_decay, "name": "weights"},
         {"params": bn, "weight_decay": 0.0, "name": "bn_weights"},

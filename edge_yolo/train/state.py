@@ -97,8 +97,10 @@ def save_training_checkpoint(
     config: dict[str, Any],
     names: list[str],
     imgsz: int,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write a checkpoint atomically; ``epoch`` is the number of epochs completed."""
+    """Write a checkpoint atomically; ``epoch`` is the number of epochs completed. ``extra``
+    entries are stored beside the weights (a QAT run's quantizer setup)."""
     train = {
         "version": TRAIN_STATE_VERSION,
         "model": {k: v.detach().cpu() for k, v in model_state.items()},
@@ -111,7 +113,8 @@ def save_training_checkpoint(
         "rng": rng_state(),
     }
     ckpt = checkpoint_dict(
-        ema_model, names=names, imgsz=imgsz, train=train, metrics=metrics, train_config=config
+        ema_model, names=names, imgsz=imgsz, train=train, metrics=metrics, train_config=config,
+        **(extra or {}),
     )
     atomic_torch_save(ckpt, path)
 

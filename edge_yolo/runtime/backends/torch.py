@@ -32,8 +32,11 @@ class TorchBackend(Backend):
         # training process evaluating its model keeps its own setting).
         if self.threads_given:
             torch.set_num_threads(self.threads)
+        #: a QAT checkpoint's record: the model runs fake-quantized (edge_yolo.quant.qat)
+        self.qat: dict[str, Any] | None = None
         if model is None:
-            model, _ = load_model(self.model_path)
+            model, ckpt = load_model(self.model_path)
+            self.qat = ckpt.get("qat")
         if getattr(model, "aux", None) is not None:
             model.drop_auxiliary()
         model = model.eval()

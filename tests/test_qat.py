@@ -1,0 +1,272 @@
+"""Quantization-aware fine-tuning: NNCF quantizers on the fused model, PGI's auxiliary branch
+trained in float through them, the training loop's seam, resumable self-describing
+checkpoints, and each target's export of the QAT model run by its real runtime.
+
+The model is yolov9-t fitted on the six raccoon fixture photos (``runtime_models``); QAT runs
+one short epoch at 160 px on the same photos, one thread."""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import runtime_models as rm
+import torch
+
+from edge_yolo.cli import main
+
+DATA = str(rm.RACCOON)
+QAT_ARGS = ["--data", DATA, "--epochs", "1", "--imgsz", str(rm.IMGSZ), "--batch", "3",
+            "--calib-size", "6", "--threads", "1", "--workers", "0", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def float_pgi(tmp_path_factory) -> Path:
+    return rm.fitted_checkpoint(rm.cache_root(tmp_path_factory), steps=40, model_name="yolov9-t")
+
+
+def _qat(tmp_path_factory, float_pgi: Path, target: str, *extra: str) -> Path:
+    key = ("qat", target, extra)
+    if key not in rm._CACHE:
+        out = rm.cache_root(tmp_path_factory) / f"qat-{target}-{'-'.join(extra) or 'pgi'}"
+        shutil.rmtree(out, ignore_errors=True)
+        code = main(["qat", "--weights", str(float_pgi), "--target", target, "--out", str(out),
+                     *QAT_ARGS, *extra])
+        assert code == 0
+        rm._CACHE[key] = out / "best.pt"
+    return rm._CACHE[key]
+
+
+@pytest.fixture(scope="module")
+def qat_jetson(tmp_path_factory, float_pgi) -> Path:
+    return _qat(tmp_path_factory, float_pgi, "jetson")
+
+
+def test_qat_checkpoint_describes_itself_and_loads_weights_only(qat_jetson, float_pgi):
+    from edge_yolo.models import load_model
+    from edge_yolo.quant.qat import is_quantized, quantizers
+
+    raw = torch.load(qat_jetson, map_location="cpu", weights_only=True)
+    qat = raw["qat"]
+    assert qat["target"] == "jetson" and qat["variant"] == "pgi"
+    assert qat["source_sha256"] and Path(qat["source_checkpoint"]) == float_pgi
+    assert qat["calibration"]["num_images"] == 4  # the fixture's train split
+    assert json.loads(qat["nncf_config"])["compression_state"]
+    assert qat["quantizers"]["weight_quantizers"] > 50
+    # TensorRT's scheme: no asymmetric or unsigned activation quantizer
+    assert qat["quantizers"]["asymmetric_activations"] == 0
+    assert qat["quantizers"]["unsigned_activations"] == 0
+    model, _ = load_model(qat_jetson)  # rebuilt from the record: quantizers back in place
+    assert is_quantized(model) and len(quantizers(model)) > 100
+    assert model.aux is not None  # the PGI branch trained along (dropped at export)
+
+
+def test_pgi_branch_trains_in_float_through_the_quantized_backbone(qat_jetson, float_pgi):
+    source = torch.load(float_pgi, map_location="cpu", weights_only=True)["state_dict"]
+    qat = torch.load(qat_jetson, map_location="cpu", weights_only=True)
+    raw = qat["train"]["model"]  # the raw (non-EMA) weights after the fine-tune
+    aux_keys = [k for k in raw if k.startswith("aux.")]
+    assert aux_keys and not any("aux/" in k for k in raw if k.startswith("__nncf_hooks"))
+    # the auxiliary branch received gradients (its weights moved); it carries no quantizer
+    from edge_yolo.models import create_model
+
+    fused = create_model("yolov9-t", num_classes=1)
+    fused.load_state_dict(source)
+    fused.fuse()
+    ref = fused.state_dict()
+    moved = [k for k in aux_keys if k.endswith("weight") and not torch.equal(raw[k], ref[k])]
+    assert len(moved) > 10
+
+
+def test_fake_quant_model_is_close_to_float_but_not_equal(qat_jetson, float_pgi):
+    from edge_yolo.runtime.detector import Detector
+
+    image = rm.raccoon_photos()[0]
+    from edge_yolo.runtime.processing import read_image
+
+    im = read_image(str(image))
+    fq = Detector(qat_jetson, threads=1, conf=0.1)(im)
+    fl = Detector(float_pgi, threads=1, conf=0.1)(im)
+    assert len(fq) and len(fl)
+    # best first: the top box is the same raccoon, within a few pixels of the photo
+    assert np.abs(fq.xyxy[0] - fl.xyxy[0]).max() < 0.05 * max(im.shape)
+    assert not np.array_equal(fq.scores, fl.scores)
+
+
+def test_qat_jetson_exports_tensorrt_qdq_that_onnxruntime_runs_like_the_torch_model(
+    qat_jetson, tmp_path
+):
+    import onnx
+
+    from edge_yolo.export import export
+    from edge_yolo.quant.qat import check_tensorrt_qdq
+    from edge_yolo.runtime.bundle import BundleMeta
+    from edge_yolo.runtime.detector import Detector
+    from edge_yolo.runtime.processing import read_image
+
+    bundle = Path(export(qat_jetson, "jetson", precision="int8", out=tmp_path, threads=1))
+    assert bundle.name.endswith("-jetson-int8-qat")
+    meta = BundleMeta.read(bundle)
+    assert meta.extra["quantization_kind"] == "qat"
+    assert meta.extra["qat"]["variant"] == "pgi" and meta.extra["qat"]["checkpoint_sha256"]
+    assert meta.calibration is not None and meta.calibration.num_images == 4
+    graph = onnx.load(str(bundle / meta.model_file))
+    form = check_tensorrt_qdq(graph)  # int8, zero point 0, per-channel axis 0, standard ops
+    assert form["qdq_dequantize_per_channel"] > 50 and form["qdq_dequantize_per_tensor"] > 50
+    types = {n.op_type for n in graph.graph.node}
+    assert "FakeQuantize" not in types and "Conv" in types
+    im = read_image(str(rm.raccoon_photos()[1]))
+    ort = Detector(bundle, backend="onnxruntime", threads=1, conf=0.05)
+    ref = Detector(qat_jetson, threads=1, conf=0.05)
+    a, b = ort(im), ref(im)
+    assert len(a) == len(b) > 0
+    np.testing.assert_allclose(a.scores, b.scores, atol=0.02)
+
+
+def test_tensorrt_form_check_refuses_asymmetric_or_unsigned_qdq():
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge_yolo.quant.qat import QATError, check_tensorrt_qdq
+
+    def graph(zero: np.ndarray) -> onnx.ModelProto:
+        inits = [numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+                 numpy_helper.from_array(zero, "z")]
+        nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="q0"),
+                 helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="dq0")]
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, [1])],
+                              [helper.make_tensor_value_info("y", 1, [1])], inits)
+        return helper.make_model(g)
+
+    assert check_tensorrt_qdq(graph(np.array(0, np.int8)))["qdq_dequantize_per_tensor"] == 1
+    with pytest.raises(QATError, match="uint8"):
+        check_tensorrt_qdq(graph(np.array(0, np.uint8)))
+    with pytest.raises(QATError, match="not 0"):
+        check_tensorrt_qdq(graph(np.array(3, np.int8)))
+    assert TensorProto.INT8  # the form's type
+
+
+def test_pgi_variant_needs_a_pgi_checkpoint(tmp_path, tmp_path_factory, capsys):
+    gelan = rm.fitted_checkpoint(rm.cache_root(tmp_path_factory))
+    code = main(["qat", "--weights", str(gelan), "--target", "intel", "--out",
+                 str(tmp_path / "q"), *QAT_ARGS])
+    err = capsys.readouterr().err
+    assert code == 2 and "no PGI branch" in err and "--variant distill" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_qat_checkpoint_exports_only_int8_for_its_own_target(qat_jetson, tmp_path, capsys):
+    assert main(["export", "--weights", str(qat_jetson), "--target", "intel",
+                 "--precision", "int8", "--out", str(tmp_path)]) == 2
+    assert "fine-tuned for 'jetson'" in capsys.readouterr().err
+    assert main(["export", "--weights", str(qat_jetson), "--target", "jetson",
+                 "--precision", "fp16", "--out", str(tmp_path)]) == 2
+    assert "--precision int8" in capsys.readouterr().err
+
+
+def test_distillation_term_is_stationary_when_student_equals_teacher():
+    from edge_yolo.models import create_model
+    from edge_yolo.quant.qat import distillation_loss
+
+    torch.manual_seed(0)
+    teacher = create_model("gelan-t", num_classes=2).eval()
+    student = create_model("gelan-t", num_classes=2).eval()
+    student.load_state_dict(teacher.state_dict())
+    x = torch.rand(2, 3, 64, 64)
+    term = distillation_loss(teacher)
+    loss = term(x, (student(x), None))
+    loss.backward()
+    grads = [p.grad.abs().max() for p in student.parameters() if p.grad is not None]
+    assert max(grads) < 1e-5  # cross-entropy to the teacher is minimal at the teacher
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    assert term(x, (student(x), None)) > loss + 1e-3
+
+
+@pytest.mark.slow
+def test_qat_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
+    tmp_path, float_pgi, monkeypatch
+):
+    from edge_yolo.quant import qat_run
+    from edge_yolo.train import loop
+
+    args = ["--data", DATA, "--epochs", "2", "--imgsz", str(rm.IMGSZ), "--batch", "2",
+            "--calib-size", "6", "--threads", "1", "--workers", "0", "--no-progress",
+            "--eval-interval", "0"]
+    full = tmp_path / "full"
+    assert main(["qat", "--weights", str(float_pgi), "--target", "intel", "--out", str(full),
+                 *args]) == 0
+
+    class Killed(Exception):
+        pass
+
+    def kill_at(updates: int, _model: object) -> None:
+        if updates == 2:  # 4 images, batch 2, accumulated: one step per epoch; so epoch 2
+            raise Killed
+
+    real_train = loop.train
+    monkeypatch.setattr(loop, "train", functools.partial(real_train, on_step=kill_at))
+    cut = tmp_path / "cut"
+    with pytest.raises(Killed):
+        main(["qat", "--weights", str(float_pgi), "--target", "intel", "--out", str(cut),
+              "--debug", *args])
+    monkeypatch.setattr(loop, "train", real_train)
+    assert torch.load(cut / "last.pt", weights_only=True)["train"]["epoch"] == 1
+    assert main(["qat", "--resume", str(cut), "--threads", "1"]) == 0
+    a = torch.load(full / "last.pt", weights_only=True)
+    b = torch.load(cut / "last.pt", weights_only=True)
+    assert b["train"]["epoch"] == 2 and b["qat"]["nncf_config"] == a["qat"]["nncf_config"]
+    for k, v in a["state_dict"].items():
+        assert torch.allclose(v.float(), b["state_dict"][k].float(), atol=1e-6), k
+    assert qat_run  # the driver the CLI ran
+
+
+@pytest.mark.slow
+def test_qat_intel_exports_an_int8_ir_with_the_learned_ranges(tmp_path_factory, float_pgi,
+                                                              tmp_path):
+    from edge_yolo.export import export
+    from edge_yolo.runtime.bundle import BundleMeta
+    from edge_yolo.runtime.detector import Detector
+    from edge_yolo.runtime.processing import read_image
+
+    qat = _qat(tmp_path_factory, float_pgi, "intel", "--variant", "distill")
+    assert torch.load(qat, weights_only=True)["qat"]["variant"] == "distill"
+    bundle = Path(export(qat, "intel", precision="int8", out=tmp_path, threads=1))
+    meta = BundleMeta.read(bundle)
+    assert meta.extra["quantization_kind"] == "qat" and meta.extra["fake_quantize_nodes"] > 50
+    im = read_image(str(rm.raccoon_photos()[2]))
+    ov = Detector(bundle, threads=1, conf=0.05)(im)
+    ref = Detector(qat, threads=1, conf=0.05)(im)
+    assert len(ov) > 0 and len(ref) > 0
+    assert abs(float(ov.scores.max()) - float(ref.scores.max())) < 0.05
+
+
+@pytest.mark.slow
+def test_qat_rpi_exports_full_integer_tflite_from_the_adapted_weights(tmp_path_factory,
+                                                                      float_pgi, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edge_yolo.export import export
+    from edge_yolo.models import load_model
+    from edge_yolo.quant.qat import bake_weights, weight_quantizers
+    from edge_yolo.runtime.bundle import BundleMeta
+
+    qat = _qat(tmp_path_factory, float_pgi, "rpi", "--variant", "task")
+    model, _ = load_model(qat)
+    baked = bake_weights(model).state_dict()
+    found = weight_quantizers(model)
+    assert len(found) > 50
+    for key, q in found:  # every baked conv weight sits on its quantizer's int8 grid
+        w = baked[key]
+        on_grid = q.quantize(w, execute_traced_op_as_identity=False).detach()
+        assert torch.allclose(on_grid, w, atol=1e-6), key
+    bundle = Path(export(qat, "rpi", precision="int8", calib=DATA, out=tmp_path, threads=1))
+    meta = BundleMeta.read(bundle)
+    assert meta.quantization == "full-integer" and meta.extra["quantization_kind"] == "qat"
+    interp = Interpreter(model_path=str(bundle / meta.model_file))
+    assert interp.get_input_details()[0]["dtype"] == np.int8
