@@ -86,6 +86,15 @@ def describe(path: Path) -> str:
         data = (ckpt.get("train_config") or {}).get("data")
         if data:
             lines.append(f"  trained on {data}")
+        qat = ckpt.get("qat")
+        if isinstance(qat, dict):
+            q = qat.get("quantizers", {})
+            lines.append(
+                f"  QAT for {qat.get('target')} (variant {qat.get('variant')}): "
+                f"{q.get('weight_quantizers', '?')} weight and "
+                f"{q.get('activation_quantizers', '?')} activation fake quantizers; from "
+                f"{qat.get('source_checkpoint')}; export with --precision int8"
+            )
         return "\n".join(lines)
     meta = (BundleMeta.read(path) if path.is_dir() or path.name == META_FILE
             else read_metadata(path))
@@ -99,6 +108,12 @@ def describe(path: Path) -> str:
     if meta.calibration:
         c = meta.calibration
         lines.append(f"  calibration: {c.num_images} images from {c.dataset} [{c.split or '-'}]")
+    qat = meta.extra.get("qat")
+    if meta.extra.get("quantization_kind") == "qat" and isinstance(qat, dict):
+        lines.append(f"  quantization-aware trained ({qat.get('variant')}): "
+                     f"{qat.get('checkpoint')} from {qat.get('source_checkpoint')}")
+    if meta.extra.get("float_blocks"):
+        lines.append(f"  kept in float (mixed precision): {', '.join(meta.extra['float_blocks'])}")
     acc = meta.accuracy
     if "score_mean_abs_diff" in acc:
         lines.append(f"  agreement with the float model on {acc['images']} images: mean |score "

@@ -107,6 +107,19 @@ CASES = {
                         "--resamples -1",
     "report-out-file": "report --weights {ckpt} --data " + FIXTURE_VOC + " --bundles {bundle} "
                        "--out {file}",
+    # qat
+    "qat-no-target": "qat --weights {ckpt}",
+    "qat-float-target": "qat --weights {ckpt} --target onnx",
+    "qat-variant": "qat --weights {ckpt} --target intel --variant best",
+    "qat-epochs": "qat --weights {ckpt} --target intel --epochs 0",
+    "qat-lr": "qat --weights {ckpt} --target intel --lr -1",
+    "qat-pgi-on-gelan": "qat --weights {ckpt} --target intel --data {tmp}/none.yaml",
+    "qat-resume-missing": "qat --resume {tmp}/no-run",
+    "qat-not-a-checkpoint": "qat --weights {file} --target jetson",
+    # export --max-drop
+    "export-max-drop-float": "export --weights {ckpt} --target intel --precision fp32 "
+                             "--max-drop 1",
+    "export-max-drop-zero": "export --weights {ckpt} --target intel --max-drop 0",
     # benchmark
     "benchmark-missing": "benchmark {tmp}/no-bundle",
     "benchmark-runs": "benchmark {bundle} --runs 0",
@@ -162,7 +175,7 @@ def test_a_user_mistake_is_one_line_and_a_nonzero_exit(name, places, capsys):
 
 
 CASES_COMMANDS = {"info", "data", "export", "train", "val", "predict", "verify", "report",
-                  "benchmark"}
+                  "benchmark", "qat"}
 
 
 def test_an_internal_error_is_short_with_a_hint_and_its_own_exit_code(places, capsys,

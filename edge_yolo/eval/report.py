@@ -227,12 +227,17 @@ def _describe(source: Path | FakeQuant, weights: Path, det: Any) -> dict[str, An
     if Path(source).suffix == ".pt":  # a QAT checkpoint: its fake-quantized torch model
         qat = (det.backend.qat or {}) if hasattr(det.backend, "qat") else {}
         target = qat.get("target", "?")
-        return {"name": f"torch fake-quant {target} int8 QAT", "target": target,
+        return {"name": f"torch fake-quant {target} int8 QAT ({qat.get('variant')})",
+                "target": target,
                 "precision": "int8", "quantization": "qat" if qat else "float",
                 "backend": "torch (fake-quant)", "calibration": qat.get("calibration"),
                 "calibration_method": "qat (learned ranges)"}
     kind = meta.extra.get("quantization_kind", "ptq") if meta.precision == "int8" else "float"
     name = f"{meta.target} {meta.precision}" + (f" {kind.upper()}" if kind != "float" else "")
+    if kind == "qat":
+        name += f" ({meta.extra.get('qat', {}).get('variant')})"
+    if meta.extra.get("float_blocks"):
+        name += f" +{len(meta.extra['float_blocks'])} float blocks"
     return {"name": name, "target": meta.target, "precision": meta.precision,
             "quantization": kind, "backend": det.backend.name,
             "calibration": asdict(meta.calibration) if meta.calibration else None,
@@ -540,6 +545,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..contract import inference_name
     from ..errors import UsageError
     from ..export import export
     from ..export.targets import resolve
@@ -561,11 +567,16 @@ def run(args: argparse.Namespace) -> int:
     calib = None
     out = args.out / "bundles"
 
-    def export_one(weights: Path, target: str, precision: str) -> Path:
+    def export_one(weights: Path, target: str, precision: str, name: str | None = None) -> Path:
         print(f"export {weights} -> {target} {precision} ...", flush=True)
         return export(weights, target, precision=precision, calib=args.calib or args.data,
-                      calib_size=args.calib_size, out=out, threads=args.threads,
+                      calib_size=args.calib_size, out=out, threads=args.threads, name=name,
                       force=True)  # the report owns its bundles folder
+
+    def export_qat(q: Path, record: dict[str, Any], target: str) -> Path:
+        # several QAT runs of one target (an ablation) keep apart: named for their run folder
+        model = inference_name(str(load_checkpoint(q)["model"]))
+        return export_one(q, target, "int8", f"{model}-{target}-int8-qat-{q.parent.name}")
 
     for target, name, target_precisions in plan:  # per target: float, PTQ, QAT side by side
         for precision in target_precisions:
@@ -580,12 +591,12 @@ def run(args: argparse.Namespace) -> int:
                 bundles.append(fake_quant_ptq(args.weights, name, calib))
         for q, record in qats:
             if record["target"] == name:
-                bundles.append(export_one(q, target, "int8"))
+                bundles.append(export_qat(q, record, target))
                 bundles.append(q)
     planned = {name for _, name, _ in plan}
     for q, record in qats:  # QAT checkpoints whose target was not asked for: still scored
         if record["target"] not in planned:
-            bundles.append(export_one(q, record["target"], "int8"))
+            bundles.append(export_qat(q, record, record["target"]))
             bundles.append(q)
     report = build_report(args.weights, args.data, bundles, split=args.split,
                           resamples=args.resamples, threads=args.threads)

@@ -25,7 +25,9 @@ from .qat import SCHEMES, VARIANTS, QATError
 QAT_DEFAULTS: dict[str, Any] = {
     "epochs": 3,
     "batch": 16,
-    "lr0": 0.002,  # about where a float schedule ends: the weights only adapt to the grid
+    # 1 % of training's: the weights only adapt to the grid. Measured on the demo model
+    # (jetson scheme, 2 epochs): lr 1e-3 lost 1.7 mAP50-95 points against PTQ, 1e-4 none
+    "lr0": 1e-4,
     "lrf": 0.1,
     "warmup_epochs": 0.0,
     "warmup_min_iters": 0,
