@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP_INSTALL) -e ".[host,dev]"
 	touch $(STAMP)
 
-## demo: the main job on built-in data: train -> drop PGI -> evaluate -> export -> detect
+## demo: the main job on built-in data: train -> QAT per target -> export -> report -> detect
 demo: $(STAMP)
 	$(BIN)/edge-yolo info gelan-t yolov9-t --imgsz 640
 	$(BIN)/python examples/demo.py --out runs/demo

@@ -20,7 +20,7 @@ COMMANDS = {
     "qat": ("edge_yolo.quant.cli", "quantization-aware fine-tuning for one target (NNCF; "
             "PGI kept in float)"),
     "val": ("edge_yolo.eval.cli", "evaluate a checkpoint or a bundle: COCO mAP50-95 and mAP50"),
-    "report": ("edge_yolo.eval.report", "what each export cost in accuracy: mAP drop with "
+    "report": ("edge_yolo.eval.report_cli", "what each export cost in accuracy: mAP drop with "
                "intervals, per target, as JSON, Markdown and HTML"),
     "predict": ("edge_yolo.runtime.cli", "run a bundle on an image, folder or video"),
     "verify": ("edge_yolo.runtime.verify", "check a bundle on this device against its references"),

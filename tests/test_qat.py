@@ -103,7 +103,7 @@ def test_qat_jetson_exports_tensorrt_qdq_that_onnxruntime_runs_like_the_torch_mo
     import onnx
 
     from edge_yolo.export import export
-    from edge_yolo.quant.qat import check_tensorrt_qdq
+    from edge_yolo.quant.qat_export import check_tensorrt_qdq
     from edge_yolo.runtime.bundle import BundleMeta
     from edge_yolo.runtime.detector import Detector
     from edge_yolo.runtime.processing import read_image
@@ -132,7 +132,8 @@ def test_tensorrt_form_check_refuses_asymmetric_or_unsigned_qdq():
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from edge_yolo.quant.qat import QATError, check_tensorrt_qdq
+    from edge_yolo.quant.qat import QATError
+    from edge_yolo.quant.qat_export import check_tensorrt_qdq
 
     def graph(zero: np.ndarray) -> onnx.ModelProto:
         inits = [numpy_helper.from_array(np.array(0.1, np.float32), "s"),
@@ -254,7 +255,7 @@ def test_qat_rpi_exports_full_integer_tflite_from_the_adapted_weights(tmp_path_f
 
     from edge_yolo.export import export
     from edge_yolo.models import load_model
-    from edge_yolo.quant.qat import bake_weights, weight_quantizers
+    from edge_yolo.quant.qat_export import bake_weights, weight_quantizers
     from edge_yolo.runtime.bundle import BundleMeta
 
     qat = _qat(tmp_path_factory, float_pgi, "rpi", "--variant", "task")
@@ -277,7 +278,7 @@ def test_a_stale_extension_build_lock_is_cleared_and_said(tmp_path, monkeypatch)
     import os
     import time
 
-    from edge_yolo.quant.qat import STALE_LOCK_S, extensions_dir, prepare_extensions
+    from edge_yolo.quant.nncf_setup import STALE_LOCK_S, extensions_dir, prepare_extensions
 
     root = extensions_dir()  # the real cache: the kernels are built there already
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(root))

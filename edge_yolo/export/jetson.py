@@ -7,7 +7,7 @@
   ``DequantizeLinear`` only), quantized with onnxruntime (see :mod:`edge_yolo.quant.ptq` for
   why). TensorRT 10 deprecates implicit INT8 calibration; explicit Q/DQ works on 8.6 and 10.
   From a QAT checkpoint (``edge-yolo qat --target jetson``) the Q/DQ pairs are NNCF's, with
-  the learned ranges. Either way :func:`edge_yolo.quant.qat.check_tensorrt_qdq` checks the
+  the learned ranges. Either way :func:`edge_yolo.quant.qat_export.check_tensorrt_qdq` checks the
   form before the bundle is written.
 
 TensorRT engines are specific to a GPU and a TensorRT version, so the bundle ships the ONNX
@@ -69,7 +69,7 @@ class JetsonExporter(Exporter):
         }
         path = staging / MODEL_FILE
         if job.precision == "int8" and job.qat is not None:
-            from ..quant.qat import check_tensorrt_qdq, export_qdq_onnx
+            from ..quant.qat_export import check_tensorrt_qdq, export_qdq_onnx
 
             export_qdq_onnx(job.model, job.example_input(), path, opset=job.opset,
                             input_name=INPUT_NAME, output_names=OUTPUT_NAMES,
@@ -87,7 +87,7 @@ class JetsonExporter(Exporter):
         extra["opset"] = opset_of(model)
         if job.precision == "int8":
             from ..quant.ptq import quantize_qdq_onnx
-            from ..quant.qat import check_tensorrt_qdq
+            from ..quant.qat_export import check_tensorrt_qdq
             from ..quant.sensitivity import onnx_nodes
 
             settings = quantize_qdq_onnx(

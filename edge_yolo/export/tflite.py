@@ -13,7 +13,7 @@ rewrite, so the graph gains no transpose) and a signature whose outputs are name
   tensor), calibrated on real images letterboxed exactly as the runtime does. Input and both
   outputs are int8 too ("full-integer"), the input range pinned to exactly [0, 1]. From a
   QAT checkpoint, the converter gets the QAT-adapted weights baked onto their int8 grid
-  (:func:`edge_yolo.quant.qat.bake_weights`) and quantizes them the same way: per-channel
+  (:func:`edge_yolo.quant.qat_export.bake_weights`) and quantizes them the same way: per-channel
   symmetric scales put the fine-tuned values back on (nearly) the grid they were trained on;
   the activation ranges are calibrated as for PTQ.
 
@@ -217,7 +217,7 @@ class TFLiteExporter(Exporter):
         source = job.model
         if job.qat is not None:  # the QAT-adapted weights, on their int8 grid
             from ..models import ExportModel
-            from ..quant.qat import bake_weights
+            from ..quant.qat_export import bake_weights
 
             source = ExportModel(bake_weights(job.yolo)).eval()
         try:

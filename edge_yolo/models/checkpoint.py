@@ -164,7 +164,7 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike = "<chec
     if ckpt.get("fused"):
         model.fuse()
     if ckpt.get("qat") is not None:  # a QAT checkpoint: its fake quantizers go back on first
-        from ..quant.qat import check_record, restore_quantizers
+        from ..quant.qat_state import check_record, restore_quantizers
 
         if not ckpt.get("fused"):
             raise CheckpointError(f"{path}: a QAT checkpoint must hold a fused model")

@@ -87,7 +87,7 @@ def quantize_openvino(
     if ignored_scope or ignored_patterns:
         scope = nncf.IgnoredScope(names=list(ignored_scope), patterns=list(ignored_patterns),
                                   validate=False)
-    from .qat import quiet_nncf
+    from .nncf_setup import quiet_nncf
 
     with quiet_nncf():
         return nncf.quantize(

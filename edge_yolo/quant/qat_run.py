@@ -104,7 +104,8 @@ def run_qat(
     from ..models import load_model
     from ..train.loop import ModelSetup, train
     from .calibration import CalibrationError, CalibrationSet
-    from .qat import distillation_loss, prepare_extensions, qat_record, quantize_model
+    from .nncf_setup import prepare_extensions
+    from .qat import distillation_loss, qat_record, quantize_model
 
     if target not in SCHEMES:
         raise QATError(f"no QAT scheme for target {target!r}")
@@ -158,7 +159,8 @@ def resume_qat(run: Path, overrides: dict[str, Any], log: Any = print) -> Any:
     from ..train.config import config_from_dict
     from ..train.loop import ModelSetup, train
     from ..train.state import load_resume_point
-    from .qat import check_record, distillation_loss, prepare_extensions
+    from .nncf_setup import prepare_extensions
+    from .qat import check_record, distillation_loss
 
     prepare_extensions(log)
     point = load_resume_point(run)

@@ -92,7 +92,7 @@ def output_error(outputs: list[tuple[np.ndarray, np.ndarray]],
 def _run(model: Any, blobs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
     import torch
 
-    from ..models import ExportModel
+    from ..models.export_form import ExportModel
 
     wrapped = ExportModel(model).eval()
     out = []

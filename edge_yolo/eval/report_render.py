@@ -1,0 +1,166 @@
+"""The accuracy report's three forms: Markdown (also printed), one self-contained HTML page
+with PNG plots (drops with their intervals, per-class deltas, speed against accuracy), and the
+JSON beside them. The numbers come from :func:`edge_yolo.eval.report.build_report`."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .report import AGREEMENT_CONF, AGREEMENT_IOU
+
+
+def markdown(report: dict[str, Any]) -> str:
+    d, s = report["dataset"], report["settings"]
+    lines = [
+        f"# Accuracy report: {d['data']} [{d['split']}], {d['images']} images",
+        "",
+        f"Every row: the same Detector pre/post-processing and COCO evaluator, conf {s['conf']:g}, "
+        f"NMS IoU {s['iou']:g}, max {s['max_det']} detections per image. Delta: mAP50-95 points "
+        f"against the float baseline, with a 95 % interval from a paired bootstrap over images "
+        f"({report['bootstrap']['resamples']} resamples). Agreement: baseline boxes scoring >= "
+        f"{AGREEMENT_CONF} matched at IoU >= {AGREEMENT_IOU}. Empty: images where the float "
+        "model has a detection scoring >= 0.5 and the row has none >= 0.25. A torch "
+        "fake-quant row is the same quantization simulated in PyTorch: a gap between it and "
+        "its runtime row is the converter's, not quantization's (those rows are not gated).",
+        "",
+        "| model | backend | mAP50-95 | mAP50 | delta [95% CI] | size MB | latency ms | "
+        "matched | mean IoU | score err | empty |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        a = r["agreement"]
+        delta = "baseline" if r is report["rows"][0] else (
+            f"{r['delta']:+.2f} [{r['delta_ci'][0]:+.2f}, {r['delta_ci'][1]:+.2f}]")
+        lines.append(
+            f"| {r['name']} | {r['backend']} | {100 * r['map50_95']:.2f} | {100 * r['map50']:.2f} "
+            f"| {delta} | {_fmt(r['size_mb'], '.2f')} | {_fmt(r['latency_ms'], '.1f')} | "
+            f"{_fmt(a.get('matched_share'), '.3f')} | {_fmt(a.get('mean_iou'), '.3f')} | "
+            f"{_fmt(a.get('score_error'), '.4f')} | "
+            f"{r.get('empty_images', 0) if r is not report['rows'][0] else '-'} |"
+        )
+    calibrated = [r for r in report["rows"] if r["calibration"]]
+    if calibrated:
+        lines += ["", "Calibration:"]
+        for r in calibrated:
+            c = r["calibration"]
+            method = r.get("calibration_method") or "-"
+            lines.append(f"- {r['name']}: {method}; {c['num_images']} images from "
+                         f"`{c['dataset']}` [{c.get('split') or '-'}]")
+    mixed = [r for r in report["rows"] if r.get("float_blocks")]
+    if mixed:
+        lines += ["", "Kept in float (mixed precision, `export --max-drop`):"]
+        lines += [f"- {r['name']}: {', '.join(r['float_blocks'])}" for r in mixed]
+    lines += ["", "Toolchain: " + ", ".join(f"{k} {v}" for k, v in report["toolchain"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+def plots(report: dict[str, Any]) -> dict[str, bytes]:
+    """PNG plots: drops with their intervals, per-class deltas, speed against accuracy."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    out: dict[str, bytes] = {}
+
+    def png(fig: Any) -> bytes:
+        buf = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=110)
+        plt.close(fig)
+        return buf.getvalue()
+
+    others = rows[1:]
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * max(1, len(others))))
+    y = np.arange(len(others))
+    deltas = np.array([r["delta"] for r in others])
+    lo = deltas - np.array([r["delta_ci"][0] for r in others])
+    hi = np.array([r["delta_ci"][1] for r in others]) - deltas
+    ax.errorbar(deltas, y, xerr=[np.nan_to_num(lo), np.nan_to_num(hi)], fmt="o", capsize=4)
+    ax.axvline(0, color="grey", lw=1)
+    ax.set_yticks(y, [r["name"] for r in others])
+    ax.set_xlabel("mAP50-95 change vs float (points, 95% CI)")
+    out["drops"] = png(fig)
+
+    classes = list(rows[0]["per_class"])
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * max(1, len(others))))
+    grid = np.array([[r["per_class_delta"].get(c, np.nan) for c in classes] for r in others])
+    bound = max(1.0, float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0)
+    im = ax.imshow(grid, cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
+    ax.set_yticks(np.arange(len(others)), [r["name"] for r in others])
+    ax.set_xticks(np.arange(len(classes)), classes, rotation=45, ha="right")
+    fig.colorbar(im, ax=ax, label="AP50-95 change (points)")
+    out["per_class"] = png(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        if r["latency_ms"] is not None:
+            ax.scatter(r["latency_ms"], 100 * r["map50_95"])
+            ax.annotate(r["name"], (r["latency_ms"], 100 * r["map50_95"]), fontsize=7)
+    ax.set_xlabel("median latency on this host (ms)")
+    ax.set_ylabel("mAP50-95")
+    out["speed_accuracy"] = png(fig)
+    return out
+
+
+def html(report: dict[str, Any], images: dict[str, bytes]) -> str:
+    """One self-contained page: the table, the provenance and the plots inlined."""
+    import html as html_lib
+
+    md = markdown(report)
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    head = [c.strip() for c in table[0].strip("|").split("|")]
+    body = [[c.strip() for c in line.strip("|").split("|")] for line in table[2:]]
+    cells = "".join(
+        "<tr>" + "".join(f"<td>{html_lib.escape(c)}</td>" for c in row) + "</tr>" for row in body
+    )
+    pictures = "".join(
+        f'<figure><img alt="{k}" src="data:image/png;base64,{base64.b64encode(v).decode()}">'
+        f"<figcaption>{k.replace('_', ' ')}</figcaption></figure>"
+        for k, v in images.items()
+    )
+    prose = "".join(
+        f"<p>{html_lib.escape(line)}</p>" for line in md.splitlines()
+        if line and not line.startswith(("|", "#"))
+    )
+    title = html_lib.escape(md.splitlines()[0].lstrip("# "))
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{title}</title><style>body{{font-family:sans-serif;max-width:1100px;"
+        "margin:auto}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+        "table{border-collapse:collapse}</style></head><body>"
+        f"<h1>{title}</h1><table><tr>{''.join(f'<th>{html_lib.escape(h)}</th>' for h in head)}"
+        f"</tr>{cells}</table>{prose}{pictures}"
+        f"<details><summary>JSON</summary><pre>{html_lib.escape(json.dumps(report, indent=1))}"
+        "</pre></details></body></html>\n"
+    )
+
+
+def write_report(report: dict[str, Any], out: Path) -> dict[str, Path]:
+    from ..fileio import atomic_write_bytes, atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    images = plots(report)
+    paths = {"json": out / "report.json", "markdown": out / "report.md",
+             "html": out / "report.html"}
+    atomic_write_text(paths["json"], json.dumps(report, indent=1) + "\n")
+    atomic_write_text(paths["markdown"], markdown(report))
+    atomic_write_text(paths["html"], html(report, images))
+    for name, data in images.items():
+        atomic_write_bytes(out / f"{name}.png", data)
+    return paths
