@@ -11,7 +11,7 @@ import pytest
 import runtime_models as rm
 
 from edge_yolo.cli import main
-from edge_yolo.eval.report import agreement, gate, paired_bootstrap
+from edge_yolo.eval.report import agreement, bootstrap_intervals, gate, paired_bootstrap
 from edge_yolo.eval.val import Collected
 from edge_yolo.runtime.bundle import BundleMeta
 
@@ -38,6 +38,14 @@ def test_paired_bootstrap_is_zero_for_the_same_model_and_negative_for_a_worse_on
     assert lo < hi < 0  # a third of the images lost: a drop the interval does not cross 0
     with pytest.raises(ValueError, match="same images"):
         paired_bootstrap(base, _collected(29), 10)
+
+
+def test_intervals_of_many_rows_in_processes_equal_the_serial_ones():
+    base = _collected(30)
+    rows = [_collected(30, lose=5), _collected(30, shift=6.0), _collected(30)]
+    serial = [paired_bootstrap(base, r, 40) for r in rows]
+    assert bootstrap_intervals(base, rows, 40, workers=2) == serial
+    assert serial[0][1] < 0 and serial[2] == (0.0, 0.0)
 
 
 def test_agreement_measures_matched_boxes_iou_and_score_error():

@@ -63,24 +63,55 @@ class Row:
 # ------------------------------------------------------------------------------ measuring
 
 
+def resamples_of(n: int, resamples: int, seed: int = 0) -> list[np.ndarray]:
+    """The bootstrap's image indices: ``resamples`` draws of n images with replacement."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, n, n) for _ in range(resamples)]
+
+
+def baseline_scores(base: Collected, resamples: int, seed: int = 0) -> list[float]:
+    """The baseline's mAP50-95 on each resample (a report computes them once for all rows)."""
+    return [base.evaluate(idx).map50_95
+            for idx in resamples_of(len(base.paths), resamples, seed)]
+
+
 def paired_bootstrap(base: Collected, other: Collected, resamples: int, seed: int = 0,
-                     ) -> tuple[float, float]:
+                     base_scores: list[float] | None = None) -> tuple[float, float]:
     """95 % interval of the mAP50-95 difference (points), resampling images with replacement
-    and scoring both models on the same resample each time."""
+    and scoring both models on the same resample each time (``base_scores``: the baseline's
+    scores from :func:`baseline_scores`, when already known)."""
     if base.paths != other.paths:
         raise ValueError("the two evaluations did not see the same images")
-    n = len(base.paths)
-    rng = np.random.default_rng(seed)
+    if base_scores is None:
+        base_scores = baseline_scores(base, resamples, seed)
     deltas = []
-    for _ in range(resamples):
-        idx = rng.integers(0, n, n)
-        a, b = base.evaluate(idx).map50_95, other.evaluate(idx).map50_95
+    for idx, a in zip(resamples_of(len(base.paths), resamples, seed), base_scores):
+        b = other.evaluate(idx).map50_95
         if not (math.isnan(a) or math.isnan(b)):
             deltas.append(100 * (b - a))
     if not deltas:
         return (math.nan, math.nan)
     lo, hi = np.percentile(deltas, [2.5, 97.5])
     return float(lo), float(hi)
+
+
+def bootstrap_intervals(base: Collected, others: list[Collected], resamples: int,
+                        workers: int | None = None) -> list[tuple[float, float]]:
+    """:func:`paired_bootstrap` of every row against one baseline: the baseline's resample
+    scores once, then the rows spread over processes (each COCO evaluation is single-threaded
+    and a report runs thousands of them)."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    base_scores = baseline_scores(base, resamples)
+    workers = min(len(others), workers or os.cpu_count() or 1)
+    if workers <= 1 or resamples == 0:
+        return [paired_bootstrap(base, o, resamples, base_scores=base_scores) for o in others]
+    # spawn, not fork: the exporters leave threads behind (JAX, OpenVINO) that fork copies
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        jobs = [pool.submit(paired_bootstrap, base, o, resamples, 0, base_scores) for o in others]
+        return [job.result() for job in jobs]
 
 
 def agreement(base: Collected, other: Collected) -> dict[str, float]:
@@ -293,10 +324,11 @@ def build_report(
         )
         runs.append((row, got))
     base_row, base = runs[0]
-    for row, got in runs[1:]:
+    intervals = bootstrap_intervals(base, [got for _, got in runs[1:]], resamples, threads)
+    for (row, got), interval in zip(runs[1:], intervals):
         row.delta = 100 * (row.map50_95 - base_row.map50_95)
         row.delta_map50 = 100 * (row.map50 - base_row.map50)
-        row.delta_ci = paired_bootstrap(base, got, resamples)
+        row.delta_ci = interval
         row.per_class_delta = {
             k: 100 * (v - base_row.per_class[k]) for k, v in row.per_class.items()
             if not (math.isnan(v) or math.isnan(base_row.per_class[k]))

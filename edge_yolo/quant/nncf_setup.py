@@ -16,10 +16,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-#: seconds a first build of NNCF's torch kernels may take before it is called stuck
-EXTENSION_TIMEOUT_S = 300
-#: a build lock older than this is left over from a killed build
-STALE_LOCK_S = 600
+#: NNCF's load timeout: none. A build takes 20-80 s here but longer on a loaded machine, and a
+#: build that NNCF abandons at its timeout leaves a lock behind that blocks every later run.
+EXTENSION_TIMEOUT_S = 0
+#: a build lock older than this is left over from a killed build (a build takes 20-80 s)
+STALE_LOCK_S = 300
 
 
 def extensions_dir() -> Path:
@@ -47,10 +48,13 @@ def prepare_extensions(log: Callable[[str], None] = print) -> Path:
             log(f"removing a stale build lock left by a killed build ({age / 60:.0f} min old): "
                 f"{lock}")
             lock.unlink(missing_ok=True)
+        else:
+            log(f"NNCF: another process is building its kernels ({lock}, {age:.0f} s old); "
+                "waiting for it")
     built = any(root.rglob("quantized_functions_cpu*.so"))
     if not built:
-        log(f"NNCF: compiling its C++ quantization kernels into {root} (first use only; up to "
-            f"{os.environ['NNCF_EXTENSION_LOAD_TIMEOUT']} s) ...")
+        log(f"NNCF: compiling its C++ quantization kernels into {root} (first use only, "
+            "20-80 s on 2 cores) ...")
     t0 = time.perf_counter()
     with quiet_nncf():
         from nncf.torch import force_build_cpu_extensions

@@ -1,5 +1,11 @@
-"""``edge-yolo predict BUNDLE SOURCE``: run an artifact on an image, a folder of images or a
-video file; print one line per image/frame and optionally write annotated copies.
+"""``edge-yolo predict BUNDLE SOURCE``: run an artifact on an image, a folder or glob of images,
+a video file, or a live source (camera index, RTSP/HTTP URL, GStreamer pipeline, ``picamera2``)
+through the camera pipeline of :mod:`edge_yolo.runtime.stream`; print one line per image/frame
+(once a second for a live source) and optionally write annotated copies and JSON lines.
+
+Examples: ``edge-yolo predict gelan-t-rpi5-int8 photos/`` ·
+``edge-yolo predict gelan-t-rpi5-int8 0 --show`` (camera 0) ·
+``edge-yolo predict gelan-t-intel-int8 rtsp://cam/stream --out runs/cam --save-jsonl d.jsonl``
 
 Device-safe: needs numpy, OpenCV and the bundle's runtime only.
 """
@@ -20,9 +26,9 @@ import numpy as np
 
 from edge_yolo.cli_args import (
     confidence,
-    existing_path,
     iou_threshold,
     output_dir,
+    output_file,
     positive_int,
 )
 from edge_yolo.errors import UsageError
@@ -34,8 +40,8 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpe
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="bundle directory or model file (.onnx, .xml, .tflite, .pt, ...)")
-    p.add_argument("source", type=existing_path,
-                   help="an image, a folder of images or a video file")
+    p.add_argument("source", help="an image, a folder or glob of images, a video file, a camera "
+                                  "index, an RTSP/HTTP URL, a GStreamer pipeline or picamera2")
     p.add_argument(
         "--out", type=output_dir, help="write annotated images / video (and predictions.json) here"
     )
@@ -47,7 +53,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int, help="inference threads (default: all cores)")
     p.add_argument("--device", help="runtime device, e.g. cpu, cuda, GPU (backend specific)")
     p.add_argument("--backend", help="run on this backend instead of the one the bundle names")
-    p.add_argument("--show", action="store_true", help="show each result in a window (q quits)")
+    p.add_argument("--show", action="store_true",
+                   help="show each result in a window (q quits); headless without a display")
+    p.add_argument("--save-jsonl", dest="save_jsonl", type=output_file,
+                   help="write every frame's detections as JSON lines here")
+    p.add_argument("--realtime", action="store_true",
+                   help="treat a video file as a camera: paced at its frame rate, stale frames "
+                        "dropped")
+    p.add_argument("--max-frames", dest="max_frames", type=positive_int,
+                   help="stop a stream after this many frames")
     p.add_argument("--no-check-files", dest="check_files", action="store_false",
                    help="skip the bundle's file checksums (storage verified another way)")
 
@@ -98,15 +112,35 @@ def summary_line(name: str, dets: object) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_yolo.runtime import Detector, ImageError
+    import glob
 
-    source = Path(args.source)
-    files = image_files(source) if source.is_dir() else None
-    if files == []:
-        raise UsageError(f"{source}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    from edge_yolo.runtime import Detector, ImageError
+    from edge_yolo.runtime.stream import display_available, is_live
+
+    text = str(args.source)
+    live = is_live(text) or (args.realtime and Path(text).suffix.lower() in VIDEO_SUFFIXES)
+    source = Path(text)
+    files = None
+    if not live:
+        if any(c in text for c in "*?["):
+            files = sorted(Path(f) for f in glob.glob(text)
+                           if Path(f).suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise UsageError(f"{text}: no images match")
+        elif not source.exists():
+            raise UsageError(f"{text}: no such file, folder, camera or stream")
+        elif source.is_dir():
+            files = image_files(source)
+            if not files:
+                raise UsageError(f"{source}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    if args.show and not display_available():
+        print("no display here (DISPLAY is not set): running headless", file=sys.stderr)
+        args.show = False
     given = ("device", "threads", "conf", "iou", "max_det", "backend", "check_files")
     detector = Detector(args.bundle, **{k: getattr(args, k) for k in given})
     print(detector)
+    if live:
+        return _run_stream(detector, text, args)
     if files:
         return _run_images(detector, files, args, ImageError)
     if source.suffix.lower() in VIDEO_SUFFIXES:
@@ -114,11 +148,33 @@ def run(args: argparse.Namespace) -> int:
     return _run_images(detector, [source], args, ImageError)
 
 
+def _run_stream(detector, source: str, args: argparse.Namespace) -> int:
+    from edge_yolo.runtime.stream import FrameReader, StreamError, run_stream
+
+    try:
+        reader = FrameReader(source, realtime=True if args.realtime else None,
+                             log=lambda line: print(line, file=sys.stderr, flush=True))
+    except StreamError as e:
+        raise UsageError(str(e)) from None
+    video = None
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        video = args.out / "stream.mp4"
+    detector.warmup()
+    stats = run_stream(detector, reader, show=args.show, video_out=video,
+                       jsonl_out=args.save_jsonl, max_frames=args.max_frames or 0)
+    print(stats.summary())
+    if args.out:
+        _write_json(args.out / "stream.json", stats.to_dict())
+    return 0 if stats.frames else 1
+
+
 def _run_images(detector, files: list[Path], args: argparse.Namespace, image_error: type) -> int:
     from edge_yolo.runtime import processing
 
     failed = 0
     records: dict[str, dict] = {}
+    jsonl = open(args.save_jsonl, "w") if args.save_jsonl else None  # noqa: SIM115
     try:
         for f in files:
             try:
@@ -132,12 +188,16 @@ def _run_images(detector, files: list[Path], args: argparse.Namespace, image_err
                 continue
             print(summary_line(str(f), dets))
             records[f.name] = dets.to_dict()
+            if jsonl is not None:
+                jsonl.write(json.dumps({"image": str(f), **records[f.name]}) + "\n")
             drawn = dets.draw(image) if args.out or args.show else None
             if args.out:
                 write_image_atomic(args.out / f.name, drawn)
             if args.show and _show(drawn, wait_ms=0):
                 break
     finally:  # whatever stopped the loop, what was predicted is kept
+        if jsonl is not None:
+            jsonl.close()
         if args.out:
             _write_json(args.out / "predictions.json", records)
     return 1 if failed else 0
@@ -157,11 +217,14 @@ def _run_video(detector, path: Path, args: argparse.Namespace) -> int:
             Path(tmp).unlink(missing_ok=True)
             raise UsageError(f"cannot write {target} (mp4v)")
     records, n, t0 = {}, 0, time.perf_counter()
+    jsonl = open(args.save_jsonl, "w") if args.save_jsonl else None  # noqa: SIM115
     try:
         for n, frame in enumerate(frames, 1):  # noqa: B007 (n is the frame count afterwards)
             dets = detector(frame)
             print(summary_line(f"{path.name} frame {n}", dets))
             records[str(n)] = dets.to_dict()
+            if jsonl is not None:
+                jsonl.write(json.dumps({"frame": n, **records[str(n)]}) + "\n")
             if writer is not None or args.show:
                 drawn = dets.draw(frame)
                 if writer is not None:
@@ -173,6 +236,8 @@ def _run_video(detector, path: Path, args: argparse.Namespace) -> int:
             Path(tmp).unlink(missing_ok=True)
         raise
     finally:
+        if jsonl is not None:
+            jsonl.close()
         frames.close()  # releases the capture even when the loop stopped early
         if writer is not None:
             writer.release()
