@@ -85,10 +85,9 @@ def test_predict_video(bundle, raccoon_images, capsys, tmp_path):
 
 
 def test_predict_errors(bundle, raccoon_images, capsys, tmp_path):
-    with pytest.raises(SystemExit) as exit_:  # refused while parsing, before any work
-        main(["predict", str(bundle), str(tmp_path / "nope.jpg")])
-    assert exit_.value.code == 2
-    assert "edge-yolo predict: argument source:" in capsys.readouterr().err
+    # refused before any work (a source may also be a camera, URL or glob: checked in run)
+    assert main(["predict", str(bundle), str(tmp_path / "nope.jpg")]) == 2
+    assert "nope.jpg: no such file, folder, camera or stream" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "no-bundle"), str(raccoon_images[0])]) == 2
     assert "no-bundle: no such bundle directory or model file" in capsys.readouterr().err
     empty = tmp_path / "empty"

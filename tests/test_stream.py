@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -119,14 +118,26 @@ def test_a_source_that_fails_mid_stream_is_reopened_with_backoff():
     assert any("reopening in" in s for s in said) and any("is back" in s for s in said)
 
 
+class TerminatedAt(SlowDetector):
+    """Sends this process SIGTERM at its n-th frame (while run_stream's handler is set)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(0.0)
+        self.n = n
+
+    def __call__(self, image):
+        if len(self.seen) + 1 == self.n:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().__call__(image)
+
+
 def test_sigterm_stops_the_loop_with_a_summary(tmp_path):
     video = make_video(tmp_path / "v.mp4", frames=200)
-    reader = FrameReader(str(video), realtime=True)
-    timer = threading.Timer(0.4, lambda: os.kill(os.getpid(), signal.SIGTERM))
-    timer.start()
-    stats = run_stream(SlowDetector(0.01), reader, log=lambda _: None)
-    timer.cancel()
-    assert stats.stopped_by == "SIGTERM" and 0 < stats.frames < 200
+    reader = FrameReader(str(video))
+    previous = signal.getsignal(signal.SIGTERM)
+    stats = run_stream(TerminatedAt(5), reader, log=lambda _: None)
+    assert signal.getsignal(signal.SIGTERM) == previous  # the handler is put back
+    assert stats.stopped_by == "SIGTERM" and 5 <= stats.frames < 200
     assert "FPS" in stats.summary() and "p90" in stats.summary()
     assert not reader.is_alive()
 

@@ -221,7 +221,7 @@ class FrameReader(threading.Thread):
         raise StreamError(f"{name} is gone: not reopened after {self.retry.attempts} attempts")
 
     def _put(self, frame: Frame | None) -> None:
-        if self.live or frame is None:
+        if self.live:
             while True:  # replace what the model has not taken: it is stale now
                 try:
                     self.queue.put_nowait(frame)
