@@ -130,7 +130,7 @@ def test_qat_jetson_exports_tensorrt_qdq_that_onnxruntime_runs_like_the_torch_mo
 
 def test_tensorrt_form_check_refuses_asymmetric_or_unsigned_qdq():
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     from edge_yolo.quant.qat import QATError
     from edge_yolo.quant.qat_export import check_tensorrt_qdq
@@ -149,7 +149,6 @@ def test_tensorrt_form_check_refuses_asymmetric_or_unsigned_qdq():
         check_tensorrt_qdq(graph(np.array(0, np.uint8)))
     with pytest.raises(QATError, match="not 0"):
         check_tensorrt_qdq(graph(np.array(3, np.int8)))
-    assert TensorProto.INT8  # the form's type
 
 
 def test_pgi_variant_needs_a_pgi_checkpoint(tmp_path, tmp_path_factory, capsys):
@@ -194,7 +193,6 @@ def test_distillation_term_is_stationary_when_student_equals_teacher():
 def test_qat_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
     tmp_path, float_pgi, monkeypatch
 ):
-    from edge_yolo.quant import qat_run
     from edge_yolo.train import loop
 
     args = ["--data", DATA, "--epochs", "2", "--imgsz", str(rm.IMGSZ), "--batch", "2",
@@ -225,7 +223,6 @@ def test_qat_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
     assert b["train"]["epoch"] == 2 and b["qat"]["nncf_config"] == a["qat"]["nncf_config"]
     for k, v in a["state_dict"].items():
         assert torch.allclose(v.float(), b["state_dict"][k].float(), atol=1e-6), k
-    assert qat_run  # the driver the CLI ran
 
 
 @pytest.mark.slow
