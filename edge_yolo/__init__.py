@@ -18,12 +18,18 @@ _LAZY = {
     "Detections": "edge_yolo.runtime.detector",
     "create_model": "edge_yolo.models",
     "list_models": "edge_yolo.models",
+    # the CLI's main jobs as functions (edge_yolo.api): host side, torch imported on call
+    "val": "edge_yolo.api",
 }
+#: packages that are also the function of their job: ``edge_yolo.train(...)``
+_CALLABLE_PACKAGES = ("train", "export")
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__", *_LAZY, *_CALLABLE_PACKAGES]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _CALLABLE_PACKAGES:
+        return importlib.import_module(f"edge_yolo.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'edge_yolo' has no attribute {name!r}")

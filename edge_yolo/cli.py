@@ -8,24 +8,54 @@ import importlib
 import sys
 from typing import NoReturn
 
-from .errors import EdgeYoloError, first_line
+from .errors import EdgeYoloError, command_line, first_line
 
-# subcommand -> (module, one-line help). The module defines add_arguments(parser) and run(args)
-# and imports heavy libraries (torch, openvino, ...) inside run(), so --help stays fast.
+# subcommand -> (module, one-line help, examples). The module defines add_arguments(parser) and
+# run(args) and imports heavy libraries (torch, openvino, ...) inside run(), so --help stays
+# fast. Every example is parsed by the real parser in the tests.
 COMMANDS = {
-    "info": ("edge_yolo.info_cli", "build a model, fuse it and print its summary"),
-    "data": ("edge_yolo.data.cli", "check a dataset, report bad data, preview augmentation"),
-    "export": ("edge_yolo.export.cli", "export a checkpoint to a target's artifact bundle"),
-    "train": ("edge_yolo.train.cli", "train or fine-tune a model (host, needs torch)"),
+    "info": ("edge_yolo.info_cli", "build a model, fuse it and print its summary; or describe a "
+             "checkpoint or a bundle",
+             ["edge-yolo info yolov9-t gelan-s --imgsz 640",
+              "edge-yolo info runs/train/best.pt",
+              "edge-yolo info exports/gelan-t-rpi5-int8"]),
+    "data": ("edge_yolo.data.cli", "check a dataset, report bad data, preview augmentation",
+             ["edge-yolo data data.yaml --split train",
+              "edge-yolo data datasets/raccoon --preview runs/augmented.jpg --num 8"]),
+    "export": ("edge_yolo.export.cli", "export a checkpoint to a target's artifact bundle",
+               ["edge-yolo export --weights runs/train/best.pt --target rpi5 --calib data.yaml",
+                "edge-yolo export --weights runs/train/best.pt --target intel --precision bf16",
+                "edge-yolo export --weights runs/qat-jetson/best.pt --target jetson-orin-nano"]),
+    "train": ("edge_yolo.train.cli", "train or fine-tune a model (host, needs torch)",
+              ["edge-yolo train --model yolov9-t --data data.yaml --epochs 100 --imgsz 640",
+               "edge-yolo train --recipe recipes/finetune-small.yaml --weights yolov9-t.pt "
+               "--data data.yaml",
+               "edge-yolo train --resume runs/train"]),
     "qat": ("edge_yolo.quant.cli", "quantization-aware fine-tuning for one target (NNCF; "
-            "PGI kept in float)"),
-    "val": ("edge_yolo.eval.cli", "evaluate a checkpoint or a bundle: COCO mAP50-95 and mAP50"),
+            "PGI kept in float)",
+            ["edge-yolo qat --weights runs/train/best.pt --data data.yaml --target jetson",
+             "edge-yolo qat --resume runs/qat"]),
+    "val": ("edge_yolo.eval.cli", "evaluate a checkpoint or a bundle: COCO mAP50-95 and mAP50",
+            ["edge-yolo val --weights runs/train/best.pt --data data.yaml",
+             "edge-yolo val --weights exports/gelan-t-rpi5-int8 --data data.yaml --threads 2"]),
     "report": ("edge_yolo.eval.report_cli", "what each export cost in accuracy: mAP drop with "
-               "intervals, per target, as JSON, Markdown and HTML"),
-    "predict": ("edge_yolo.runtime.cli", "run a bundle on an image, folder or video"),
-    "verify": ("edge_yolo.runtime.verify", "check a bundle on this device against its references"),
+               "intervals, per target, as JSON, Markdown and HTML",
+               ["edge-yolo report --weights runs/train/best.pt --data data.yaml --targets "
+                "intel,rpi,jetson --max-drop 1.5",
+                "edge-yolo report --weights runs/train/best.pt --data data.yaml --qat "
+                "runs/qat-jetson/best.pt --targets jetson"]),
+    "predict": ("edge_yolo.runtime.cli", "run a bundle on images, a video, a camera or a stream",
+                ["edge-yolo predict exports/gelan-t-rpi5-int8 photos/ --out runs/predict",
+                 "edge-yolo predict exports/gelan-t-rpi5-int8 0 --show",
+                 "edge-yolo predict exports/gelan-t-rpi5-int8 rtsp://cam.local/stream --out "
+                 "runs/cam --save-jsonl runs/cam/detections.jsonl"]),
+    "verify": ("edge_yolo.runtime.verify", "check a bundle on this device against its references",
+               ["edge-yolo verify exports/gelan-t-rpi5-int8",
+                "edge-yolo verify exports/gelan-t-jetson-orin-nano-int8 --backend onnxruntime"]),
     "benchmark": ("edge_yolo.runtime.benchmark", "latency, FPS, load time and memory of bundles, "
-                  "side by side"),
+                  "side by side",
+                  ["edge-yolo benchmark exports/gelan-t-intel-fp32 exports/gelan-t-intel-int8 "
+                   "--threads 2 --runs 100 --json bench.json"]),
 }
 
 
@@ -52,8 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"edge-yolo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    for name, (module, help_text, examples) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(_module=module)
         p.add_argument("--debug", action="store_true",
                        help="show the full traceback of an error")
@@ -70,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("_rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
             continue
         mod.add_arguments(p)
+        shown = "examples:\n" + "\n".join(f"  {line}" for line in examples)
+        p.epilog = f"{shown}\n\n{p.epilog}" if p.epilog else shown
     return parser
 
 
@@ -94,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     mod = importlib.import_module(args._module)
     try:
-        return int(mod.run(args) or 0)
+        with command_line():
+            return int(mod.run(args) or 0)
     except (EdgeYoloError, FileNotFoundError) as e:
         if args.debug:
             raise

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
+#: True while a command-line command runs: messages then name options as flags
+_ON_CLI = contextvars.ContextVar("edge_yolo_on_cli", default=False)
+
 
 class EdgeYoloError(Exception):
     """Base of every error a user can cause and fix: a bad argument, file, dataset, bundle or
@@ -31,3 +38,25 @@ def refuse_unknown_keys(
             f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; known keys: "
             f"{', '.join(sorted(known_set))}"
         )
+
+
+@contextlib.contextmanager
+def command_line() -> Iterator[None]:
+    """While this is active, :func:`option` spells options as command-line flags."""
+    token = _ON_CLI.set(True)
+    try:
+        yield
+    finally:
+        _ON_CLI.reset(token)
+
+
+def option(name: str, value: object = None, flag: str | None = None) -> str:
+    """An option as the user types it where the message is read: ``--max-drop 1.5`` from the
+    command line, ``max_drop=1.5`` from Python (``name`` is the keyword). ``flag``: a flag that
+    says its value itself (``--no-check-files`` for ``check_files=False``)."""
+    if _ON_CLI.get():
+        if flag:
+            return flag
+        flag = "--" + name.replace("_", "-")
+        return flag if value is None else f"{flag} {value}"
+    return name if value is None else f"{name}={value!r}"

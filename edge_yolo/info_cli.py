@@ -78,6 +78,7 @@ def describe(path: Path) -> str:
             f"{ckpt.get('imgsz', '?')} px",
             f"  weights: {'EMA' if train else 'deployable'}"
             + (f", after epoch {train['epoch']} (resumable: optimizer state kept)" if train
+               else f", from epoch {ckpt['epoch']} (no optimizer state)" if "epoch" in ckpt
                else ""),
         ]
         if metrics.get("val/map50_95") is not None:

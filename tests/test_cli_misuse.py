@@ -192,3 +192,45 @@ def test_an_internal_error_is_short_with_a_hint_and_its_own_exit_code(places, ca
                    "--debug for the traceback)")
     with pytest.raises(ZeroDivisionError):
         main(["verify", places["bundle"], "--debug"])
+
+
+def test_every_command_shows_examples_that_its_parser_accepts(tmp_path, monkeypatch, capsys):
+    """Each ``--help`` ends with examples; each example, with its paths made to exist,
+    parses with the real parser (a renamed flag breaks this test, not a user's first try)."""
+    import shlex
+
+    from edge_yolo.cli import COMMANDS, build_parser
+
+    monkeypatch.chdir(tmp_path)
+    parser = build_parser()
+    for name, (_, _, examples) in COMMANDS.items():
+        assert examples, name
+        with pytest.raises(SystemExit):
+            parser.parse_args([name, "--help"])
+        shown = capsys.readouterr().out
+        assert "examples:" in shown and all(line in shown for line in examples), name
+        for line in examples:
+            argv = shlex.split(line)
+            assert argv[:2] == ["edge-yolo", name], line
+            for token in argv[2:]:
+                if token.startswith(("-", "rtsp:")) or "/" not in token and "." not in token:
+                    continue
+                path = tmp_path / token
+                if path.suffix and not token.endswith("/"):
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.touch()
+                else:
+                    path.mkdir(parents=True, exist_ok=True)
+            args = parser.parse_args(argv[1:])  # SystemExit (exit 2) on a flag it lacks
+            assert args.command == name
+
+
+def test_an_option_is_named_as_the_reader_types_it():
+    from edge_yolo.errors import command_line, option
+
+    assert option("max_drop", 1.5) == "max_drop=1.5" and option("force") == "force"
+    assert option("check_files", False, flag="--no-check-files") == "check_files=False"
+    with command_line():
+        assert option("max_drop", 1.5) == "--max-drop 1.5" and option("sync_bn") == "--sync-bn"
+        assert option("check_files", False, flag="--no-check-files") == "--no-check-files"
+    assert option("device", "cuda") == "device='cuda'"  # back to Python spelling after the CLI

@@ -37,6 +37,10 @@ def test_train_writes_checkpoints_and_reports_map(trained_run: Path) -> None:
     assert (trained_run / "last.pt").is_file() and (trained_run / "best.pt").is_file()
     ckpt = torch.load(trained_run / "best.pt", weights_only=True)
     assert ckpt["model"] == "yolov9-t" and ckpt["names"][0] == "circle"
+    # best.pt is what ships: no optimizer state; last.pt keeps it for --resume
+    assert "train" not in ckpt and ckpt["epoch"] == 1 and "train_config" in ckpt
+    assert "optimizer" in torch.load(trained_run / "last.pt", weights_only=True)["train"]
+    assert (trained_run / "best.pt").stat().st_size < 0.6 * (trained_run / "last.pt").stat().st_size
     final = json.loads((trained_run / "results.json").read_text())["final"]
     assert final["model"] == "gelan-t"  # scored without the PGI branch
 
@@ -121,5 +125,14 @@ def test_info_describes_a_checkpoint(trained_run: Path, capsys) -> None:
     assert main(["info", str(trained_run / "best.pt")]) == 0
     out = capsys.readouterr().out
     assert "edge-yolo checkpoint, model yolov9-t, 5 classes (circle, square" in out
-    assert "after epoch 1 (resumable" in out and "val mAP50-95" in out
-    assert "trained on synthetic:8" in out
+    assert "weights: deployable, from epoch 1 (no optimizer state)" in out
+    assert "val mAP50-95" in out and "trained on synthetic:8" in out
+    assert main(["info", str(trained_run / "last.pt")]) == 0
+    assert "after epoch 1 (resumable" in capsys.readouterr().out
+
+
+def test_resume_from_best_pt_points_to_last_pt(trained_run: Path, capsys) -> None:
+    assert main(["train", "--resume", str(trained_run / "best.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "resume from last.pt" in err
+    assert f"--weights {trained_run / 'best.pt'}" in err  # the flag, as typed on the CLI

@@ -1,4 +1,5 @@
-"""``edge-yolo export`` as a user runs it: a subprocess that prints the bundle path."""
+"""``edge-yolo export`` as a user runs it: a subprocess that prints the bundle path and a
+summary of what it made."""
 
 from __future__ import annotations
 
@@ -33,8 +34,12 @@ def test_export_onnx_prints_the_bundle_path(tmp_path):
              str(tmp_path / "bundles"), "--threads", "1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
-    assert len(lines) == 1  # only the path: scripts can capture it
-    bundle = Path(lines[0])
+    bundle = Path(lines[0])  # the path alone on the first line: scripts take it with head -1
+    summary = "\n".join(lines[1:])
+    assert "precision    fp32 (none; onnx default)" in summary
+    assert "input size   64x64 (from --imgsz)" in summary
+    assert "agreement    top class 100.0%" in summary and "MB, gelan-t for onnx" in summary
+    assert r.stderr == ""  # no converter chatter or third-party warnings
     assert bundle == tmp_path / "bundles" / "gelan-t-onnx-fp32"
     meta = BundleMeta.read(bundle)
     assert (meta.target, meta.imgsz) == ("onnx", [64, 64])

@@ -133,7 +133,7 @@ def test_bf16_bundle_computes_in_bf16_where_the_cpu_has_it(ckpt, out, fp32, racc
 
 
 def test_int8_needs_calibration_images(ckpt, tmp_path):
-    with pytest.raises(ExportError, match="--calib"):
+    with pytest.raises(ExportError, match="pass calib=.DATA."):
         export(ckpt, "intel", precision="int8", imgsz=IMGSZ, out=tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import runtime_models as rm
 
 from edge_yolo import Detector
 from edge_yolo.cli import main
+from edge_yolo.runtime.backends.base import BackendError
 
 REPO = rm.REPO
 
@@ -276,3 +279,20 @@ def test_info_describes_a_bundle(bundle, capsys):
     out = capsys.readouterr().out
     assert f"{bundle}: gelan-t bundle for onnx, fp32 (none) on onnxruntime, 160x160 NCHW" in out
     assert "agreement with the float model" in out and "files: 3 with SHA-256 recorded" in out
+
+
+@pytest.mark.slow
+def test_a_jetson_bundle_without_tensorrt_says_how_to_run_it_here(tmp_path_factory, capsys):
+    """The hint names the option as the reader types it: the flag on the CLI, the keyword in
+    Python."""
+    pytest.importorskip("onnx")
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("tensorrt is installed here: the bundle would load")
+    bundle = rm.exported_bundle(rm.cache_root(tmp_path_factory), "jetson", "fp16")
+    with pytest.raises(BackendError, match=r"backend='onnxruntime'"):
+        Detector(bundle)
+    capsys.readouterr()
+    image = str(rm.RACCOON / "images" / sorted(os.listdir(rm.RACCOON / "images"))[0])
+    assert main(["predict", str(bundle), image]) == 2
+    err = capsys.readouterr().err
+    assert "--backend onnxruntime" in err and "backend=" not in err and len(err.splitlines()) == 1

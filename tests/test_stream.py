@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -119,7 +121,8 @@ def test_a_source_that_fails_mid_stream_is_reopened_with_backoff():
 
 
 class TerminatedAt(SlowDetector):
-    """Sends this process SIGTERM at its n-th frame (while run_stream's handler is set)."""
+    """Calls the process's SIGTERM handler at its n-th frame, as the signal would: the loop's
+    logic in this process (a real signal goes to a child process below)."""
 
     def __init__(self, n: int) -> None:
         super().__init__(0.0)
@@ -127,11 +130,11 @@ class TerminatedAt(SlowDetector):
 
     def __call__(self, image):
         if len(self.seen) + 1 == self.n:
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
         return super().__call__(image)
 
 
-def test_sigterm_stops_the_loop_with_a_summary(tmp_path):
+def test_the_sigterm_handler_stops_the_loop_with_a_summary_and_is_put_back(tmp_path):
     video = make_video(tmp_path / "v.mp4", frames=200)
     reader = FrameReader(str(video))
     previous = signal.getsignal(signal.SIGTERM)
@@ -140,6 +143,39 @@ def test_sigterm_stops_the_loop_with_a_summary(tmp_path):
     assert stats.stopped_by == "SIGTERM" and 5 <= stats.frames < 200
     assert "FPS" in stats.summary() and "p90" in stats.summary()
     assert not reader.is_alive()
+
+
+@pytest.mark.slow
+def test_predict_on_a_stream_exits_cleanly_on_a_real_sigterm(tmp_path, tmp_path_factory):
+    """`kill <pid>` of a running camera loop: exit 0, the summary printed, the files closed."""
+    bundle = rm.exported_bundle(rm.cache_root(tmp_path_factory), "onnx", "fp32")
+    video = make_video(tmp_path / "cam.mp4", frames=900, size=(160, 120))  # 30 s at 30 FPS
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("DISPLAY", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_yolo", "predict", str(bundle), str(video), "--realtime",
+         "--threads", "1", "--out", str(out), "--save-jsonl", str(tmp_path / "d.jsonl")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        seen = []
+        for line in proc.stdout:  # the loop logs a line a second once it runs
+            seen.append(line)
+            if line.startswith("frame "):
+                break
+        assert any(line.startswith("frame ") for line in seen), "".join(seen) + proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "(SIGTERM)" in rest
+    summary = json.loads((out / "stream.json").read_text())
+    assert summary["stopped_by"] == "SIGTERM" and 0 < summary["frames"] < 900
+    lines = (tmp_path / "d.jsonl").read_text().splitlines()
+    assert len(lines) == summary["frames"] and json.loads(lines[-1])["frame"] >= 0
+    assert (out / "stream.mp4").stat().st_size > 0
 
 
 def test_an_unopenable_source_is_named():
@@ -180,3 +216,16 @@ def test_predict_takes_a_glob_and_refuses_a_missing_source(tmp_path, tmp_path_fa
     assert len(jsonl.read_text().splitlines()) == len(rm.raccoon_photos())
     assert main(["predict", str(bundle), str(tmp_path / "nope.mp4")]) == 2
     assert "no such file, folder, camera or stream" in capsys.readouterr().err
+
+
+def test_show_explains_why_it_runs_headless(monkeypatch):
+    from edge_yolo.runtime.stream import display_problem
+
+    headless_build = "  Video I/O:\n  GUI:                           NONE\n"
+    gui_build = "  GUI:                           QT5\n    QT:   YES\n"
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert "opencv-python-headless" in display_problem(headless_build)
+    assert display_problem(gui_build) is None
+    monkeypatch.delenv("DISPLAY")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert display_problem(gui_build) == "no display here (DISPLAY is not set)"

@@ -187,7 +187,7 @@ def test_a_bundle_is_named_for_its_board_and_never_silently_replaced(tmp_path: P
     ckpt = textured_checkpoint(tmp_path / "c.pt", 64)
     first = run_export(ckpt, ExportOptions(target="onnx", imgsz=64, out=tmp_path, threads=1))
     assert first.name == "gelan-t-onnx-fp32"
-    with pytest.raises(ExportError, match="gelan-t-onnx-fp32 already exists; pass --force"):
+    with pytest.raises(ExportError, match="gelan-t-onnx-fp32 already exists; pass force=True"):
         run_export(ckpt, ExportOptions(target="onnx", imgsz=64, out=tmp_path, threads=1))
     again = run_export(ckpt, ExportOptions(target="onnx", imgsz=64, out=tmp_path, threads=1,
                                            force=True))

@@ -21,6 +21,7 @@ from edge_yolo.train.optim import (
     WEIGHTS,
     apply_warmup,
     build_optimizer,
+    fit_warmup,
     lr_lambda,
     warmup_iters,
 )
@@ -57,6 +58,12 @@ def test_warmup_ramps_lr_and_momentum_and_bias_lr_falls() -> None:
     apply_warmup(opt, 100, 100, 0.9, **kw)  # ends on the scheduled LR of the epoch
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.009] * 3)
     assert all(g["momentum"] == pytest.approx(0.937) for g in opt.param_groups)
+
+
+def test_a_warmup_longer_than_half_the_schedule_is_cut_to_a_third() -> None:
+    assert fit_warmup(100, 40) == 13  # the README's quick start would never leave warm-up
+    assert fit_warmup(20, 40) == 20 and fit_warmup(0, 40) == 0  # a normal run keeps its own
+    assert fit_warmup(100, 2) == 1
 
 
 @pytest.mark.parametrize("cosine", [False, True])

@@ -16,9 +16,7 @@ from .report_render import markdown, write_report
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Evaluate the float checkpoint and its exports on one dataset through one path: "
-        "mAP, drop with a 95% interval, per-class deltas, size, latency, agreement. "
-        "Example: edge-yolo report --weights runs/shapes/best.pt --data synthetic:400 "
-        "--targets intel,rpi --max-drop 1.5"
+        "mAP, drop with a 95% interval, per-class deltas, size, latency, agreement."
     )
     p.add_argument("--weights", required=True, type=existing_path,
                    help="the float edge-yolo checkpoint (.pt): the baseline")
@@ -44,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int, help="inference threads (default all cores)")
     p.add_argument("--out", type=output_dir, default=Path("runs/report"),
                    help="where the report (and the exports) go (default runs/report)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show the converters' own output while exporting")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,13 +67,16 @@ def run(args: argparse.Namespace) -> int:
         spec, _, _ = resolve(target)  # refuses an unknown target before any work
         plan.append((target, spec.name, [p for p in precisions if p in spec.precisions]))
     calib = None
+    from ..console import third_party_output
+
     out = args.out / "bundles"
 
     def export_one(weights: Path, target: str, precision: str, name: str | None = None) -> Path:
         print(f"export {weights} -> {target} {precision} ...", flush=True)
-        return export(weights, target, precision=precision, calib=args.calib or args.data,
-                      calib_size=args.calib_size, out=out, threads=args.threads, name=name,
-                      force=True)  # the report owns its bundles folder
+        with third_party_output(verbose=args.verbose):
+            return export(weights, target, precision=precision, calib=args.calib or args.data,
+                          calib_size=args.calib_size, out=out, threads=args.threads, name=name,
+                          force=True)  # the report owns its bundles folder
 
     def export_qat(q: Path, record: dict[str, Any], target: str) -> Path:
         # several QAT runs of one target (an ablation) keep apart: named for their run folder

@@ -2,7 +2,9 @@
 
 ``export("best.pt", "intel", precision="int8", calib="data.yaml")`` -> bundle directory.
 Targets, precisions and options: :mod:`.targets` (the capability table); the exporter
-interface a target implements: :mod:`.base`; the shared steps: :mod:`.pipeline`.
+interface a target implements: :mod:`.base`; the shared steps: :mod:`.pipeline`. The package is
+callable: ``edge_yolo.export(weights, target, ...)`` is :func:`edge_yolo.api.export` (the same,
+returning the path with the bundle's metadata).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..callable_module import make_callable
 from .base import Artifact, Exporter, ExportError, ExportOptions
 from .job import ExportJob
 from .pipeline import run_export
@@ -47,6 +50,8 @@ def export(
     )
     return run_export(weights, opts)
 
+
+make_callable(__name__, "export")
 
 __all__ = [
     "TARGETS",

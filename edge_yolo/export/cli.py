@@ -76,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         else:
             parser.add_argument(option.flag, dest=_dest(option), type=option.kind,
                                 choices=option.choices, default=None, help=text)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log each step")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log each step, and show the converters' own output")
 
 
 def table_options(args: argparse.Namespace, target: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -117,5 +118,11 @@ def run(args: argparse.Namespace) -> int:
     options = ExportOptions(
         **{k: getattr(args, k) for k in given}, target_options=own or None, **shared
     )
-    print(run_export(args.weights, options))
+    from ..console import third_party_output
+    from ..runtime.bundle import BundleMeta
+    from .readme import console_summary
+
+    with third_party_output(verbose=args.verbose):
+        bundle = run_export(args.weights, options)
+    print(console_summary(bundle, BundleMeta.read(bundle)))
     return 0

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..contract import INPUT_NAME, OUTPUT_NAMES, num_anchors
 from ..data.synthetic import sample_scene
+from ..errors import option
 from ..fileio import sha256_file
 from ..quant.calibration import DEFAULT_SIZE, CalibrationError, CalibrationSet
 from ..runtime.bundle import Calibration, TensorSpec
@@ -68,6 +69,15 @@ class ExportJob:
         self.checkpoint_sha256 = sha256_file(weights)
         board_calib = device.calib_size if device else DEFAULT_SIZE
         self.calib_size = options.calib_size or board_calib
+        board = f"board profile {device.name}" if device else None
+        #: where each setting came from (flag / keyword, board profile, checkpoint, default)
+        self.sources: dict[str, str] = {
+            "precision": "given" if options.precision else board or f"{spec.name} default",
+            "imgsz": "given" if options.imgsz else (
+                board if device and device.imgsz else "checkpoint" if ckpt.get("imgsz")
+                else "default"),
+            "calib_size": "given" if options.calib_size else board or "default",
+        }
         self._calibration: CalibrationSet | None = None
         #: blocks kept in float by ``--max-drop`` (mixed precision), and how they were chosen
         self.float_blocks: list[str] = []
@@ -79,7 +89,7 @@ class ExportJob:
         if precision != "int8":
             raise ExportError(
                 f"{weights} is a QAT checkpoint (fine-tuned for int8 on {qat.get('target')}): "
-                f"export it with --precision int8; {precision} comes from {source}"
+                f"export it with {option('precision', 'int8')}; {precision} comes from {source}"
             )
         if qat.get("target") != spec.name:
             raise ExportError(
@@ -121,17 +131,18 @@ class ExportJob:
         from ..quant.sensitivity import choose_float_blocks
 
         if self.precision != "int8":
-            raise ExportError(f"--max-drop is for int8 exports, not {self.precision}")
+            raise ExportError(f"{option('max_drop')} is for int8 exports, not {self.precision}")
         if self.qat is not None:
-            raise ExportError("--max-drop is for post-training quantization; a QAT model keeps "
-                              "blocks in float through its recipe's qat.ignored_scope")
+            raise ExportError(f"{option('max_drop')} is for post-training quantization; a QAT "
+                              "model keeps blocks in float through its recipe's "
+                              "qat.ignored_scope")
         source = self.calib_source
         try:
             val = load_dataset(source, split="val", **spec_kwargs(source, self.imgsz))
         except (OSError, ValueError, DatasetError) as e:
             raise ExportError(
-                f"--max-drop measures the drop on labelled images, and {source} has no usable "
-                f"val split ({e}); pass --calib DATASET"
+                f"{option('max_drop')} measures the drop on labelled images, and {source} has no "
+                f"usable val split ({e}); pass {option('calib', 'DATASET')}"
             ) from e
         val = FirstN(val, MAX_DROP_IMAGES)
 
@@ -167,7 +178,8 @@ class ExportJob:
             if source is None:
                 raise ExportError(
                     f"{self.precision} export for {self.spec.name!r} needs calibration images and "
-                    f"the checkpoint {self.weights} does not name its dataset: pass --calib DATA "
+                    f"the checkpoint {self.weights} does not name its dataset: pass "
+                    f"{option('calib', 'DATA')} "
                     "(a dataset spec such as data.yaml / a COCO json, or an image folder)"
                 )
             try:

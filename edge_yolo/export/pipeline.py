@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..contract import OUTPUT_NAMES
+from ..errors import option
 from ..fileio import atomic_write_text
 from ..runtime.bundle import BundleMeta, file_checksums
 from ..runtime.processing import preprocess
@@ -50,11 +51,11 @@ def load_exporter(spec: TargetSpec) -> Exporter:
 
 def check_shared_options(spec: TargetSpec, options: ExportOptions) -> None:
     """Refuse a shared option the target does not honour, naming the option and the target."""
-    for name, option in SHARED_OPTIONS.items():
+    for name, shared in SHARED_OPTIONS.items():
         if getattr(options, name) is not None and name not in spec.shared_options:
             takes = ", ".join(SHARED_OPTIONS[n].flag for n in spec.shared_options) or "none"
             raise TargetError(
-                f"{option.flag}: target {spec.name!r} does not support this option "
+                f"{shared.flag}: target {spec.name!r} does not support this option "
                 f"(its shared options: {takes})"
             )
 
@@ -128,7 +129,8 @@ def _run(
     out.mkdir(parents=True, exist_ok=True)
     dest = out / name
     if dest.exists() and not options.force:
-        raise ExportError(f"{dest} already exists; pass --force to replace it (or --name)")
+        raise ExportError(f"{dest} already exists; pass {option('force', True, flag='--force')} to "
+                          f"replace it (or {option('name')})")
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out))
     try:
         artifact = exporter.build(job, staging)
@@ -155,6 +157,7 @@ def _run(
                 "device_threads": device.threads if device else None,
                 "dynamic_batch": job.dynamic,
                 "source_checkpoint": weights.name,
+                "settings_from": job.sources,
             },
         )
         meta.accuracy, references = verify_artifact(job, staging, meta)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..runtime.bundle import BundleMeta
@@ -67,4 +68,45 @@ def bundle_readme(meta: BundleMeta, job: ExportJob, exporter: Exporter, bundle_n
         "integer ones to a few quantization steps.",
         "",
     ]
+    return "\n".join(lines)
+
+
+def console_summary(bundle: Path, meta: BundleMeta) -> str:
+    """What ``edge-yolo export`` prints: where the bundle is and how big, its precision and
+    input size with where each came from (given, board profile, checkpoint), the calibration
+    images used against those asked for, and its agreement with the float model."""
+    from ..errors import option
+
+    files = [p for p in bundle.rglob("*") if p.is_file()]
+    size = sum(p.stat().st_size for p in files)
+    sources = meta.extra.get("settings_from") or {}
+
+    def source(key: str) -> str:
+        said = sources.get(key, "")
+        return f"from {option(key)}" if said == "given" else said
+
+    kind = meta.extra.get("quantization_kind")
+    quant = meta.quantization + (f", {kind.upper()}" if kind else "")
+    lines = [  # the path alone first: a script takes it with `head -1`
+        str(bundle),
+        f"  bundle       {size / 1e6:.1f} MB, {meta.model} for "
+        f"{meta.extra.get('device') or meta.target} on {meta.backend}",
+        f"  precision    {meta.precision} ({quant}; {source('precision')})",
+        f"  input size   {meta.imgsz[0]}x{meta.imgsz[1]} ({source('imgsz')})",
+    ]
+    calib = meta.calibration
+    if calib is not None and calib.num_images:
+        asked = calib.requested or calib.num_images
+        short = "" if calib.num_images >= asked else ", all the set has"
+        split = f" [{calib.split}]" if calib.split else ""
+        lines.append(f"  calibration  {calib.num_images} images of {asked} asked "
+                     f"({source('calib_size')}{short}) from {calib.dataset}{split}")
+    if meta.extra.get("float_blocks"):
+        lines.append(f"  kept float   {', '.join(meta.extra['float_blocks'])}")
+    acc = meta.accuracy
+    if acc:
+        lines.append(
+            f"  agreement    top class {acc['top_class_agreement']:.1%}, mean |score diff| "
+            f"{acc['score_mean_abs_diff']:.1e} vs the float model on {acc['images']} images "
+            f"({acc['image_source']})")
     return "\n".join(lines)

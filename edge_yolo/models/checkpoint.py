@@ -88,6 +88,18 @@ def checkpoint_dict(
     return ckpt
 
 
+def without_training_state(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A training checkpoint as it deploys: the EMA weights, names, config, metrics and the
+    run's config, without the optimizer, raw weights and RNG state only a resume needs
+    (``best.pt``; ``last.pt`` keeps them)."""
+    out = {k: v for k, v in ckpt.items() if k != "train"}
+    train = ckpt.get("train")
+    if isinstance(train, dict) and "epoch" in train:
+        out["epoch"] = int(train["epoch"])
+    out["tensors_sha256"] = tensors_sha256(*_checked_tensors(out))
+    return out
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     model: YOLO,

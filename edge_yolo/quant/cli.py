@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="continue a QAT run: its directory or its last.pt")
     h = p.add_argument_group("schedule")
     h.add_argument("--epochs", type=positive_int)
-    h.add_argument("--lr", dest="lr0", type=positive_float, help="initial learning rate")
+    h.add_argument("--lr", "--lr0", dest="lr0", type=positive_float, help="initial learning rate")
     h.add_argument("--imgsz", type=image_size,
                    help="size in pixels (default: the board's, else the checkpoint's)")
     h.add_argument("--batch", type=positive_int)

@@ -122,9 +122,7 @@ def table(results: list[dict[str, Any]]) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.description = ("Latency, FPS, load time and peak memory of bundles, side by side. Example: "
-                     "edge-yolo benchmark exports/gelan-t-intel-fp32 exports/gelan-t-intel-int8 "
-                     "--threads 4")
+    p.description = "Latency, FPS, load time and peak memory of bundles, side by side."
     p.add_argument("bundles", nargs="+", type=existing_path, help="bundle directories or files")
     p.add_argument("--image", type=existing_path,
                    help="image to run on (default: a 1280x720 synthetic frame)")

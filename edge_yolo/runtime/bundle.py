@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..contract import BACKENDS
-from ..errors import EdgeYoloError, refuse_unknown_keys
+from ..errors import EdgeYoloError, option, refuse_unknown_keys
 from ..fileio import atomic_write_text, sha256_file
 
 FORMAT_VERSION = 1
@@ -292,8 +292,9 @@ def check_files(bundle: Path, meta: BundleMeta, source: str) -> None:
     if not meta.files:
         raise BundleError(
             f"{source}: the bundle records no file checksums (exported by edge-yolo before "
-            "0.2?): re-export it, or skip the check (check_files=False, --no-check-files) "
-            "for a bundle verified another way"
+            f"0.2?): re-export it, or skip the check "
+            f"({option('check_files', False, flag='--no-check-files')}) for a bundle verified "
+            "another way"
         )
     for name in (meta.model_file, *meta.references):
         if name not in meta.files:

@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     import glob
 
     from edge_yolo.runtime import Detector, ImageError
-    from edge_yolo.runtime.stream import display_available, is_live
+    from edge_yolo.runtime.stream import display_problem, is_live
 
     text = str(args.source)
     live = is_live(text) or (args.realtime and Path(text).suffix.lower() in VIDEO_SUFFIXES)
@@ -133,8 +133,8 @@ def run(args: argparse.Namespace) -> int:
             files = image_files(source)
             if not files:
                 raise UsageError(f"{source}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    if args.show and not display_available():
-        print("no display here (DISPLAY is not set): running headless", file=sys.stderr)
+    if args.show and display_problem():
+        print(f"{display_problem()}: running headless", file=sys.stderr)
         args.show = False
     given = ("device", "threads", "conf", "iou", "max_det", "backend", "check_files")
     detector = Detector(args.bundle, **{k: getattr(args, k) for k in given})

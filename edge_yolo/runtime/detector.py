@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
+from ..errors import option
 from . import processing
 from .backends import SUFFIXES, Backend, BackendError, get_backend
 from .bundle import META_FILE, BundleError, BundleMeta, inside
@@ -203,7 +204,10 @@ class Detector:
         name = backend or name
         cls = get_backend(name)
         if not cls.available():
-            hint = "" if backend else " (pass backend=... to run it on another runtime)"
+            hint = ""
+            if not backend and name == "tensorrt":  # a Jetson bundle off the Jetson
+                hint = (f"; its Q/DQ ONNX also runs on onnxruntime (pip install onnxruntime): "
+                        f"{option('backend', 'onnxruntime')}")
             raise BackendError(f"{path}: {cls.missing_message()}{hint}")
         self._setup(cls(model_file, meta, threads=threads, device=device), conf, iou, max_det)
         self.path = Path(path)

@@ -282,11 +282,21 @@ class StreamStats:
                 "latency_p90_ms": round(self.percentile(90), 2), "stopped_by": self.stopped_by}
 
 
-def display_available() -> bool:
-    """Whether a window can open: on Linux a display server must be named."""
-    if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    return True
+def display_problem(build_information: str | None = None) -> str | None:
+    """Why no window can open here, or None: on Linux a display server must be named, and
+    OpenCV must be built with a GUI (``opencv-python-headless`` has none)."""
+    if build_information is None:
+        import cv2
+
+        build_information = cv2.getBuildInformation()
+    for line in build_information.splitlines():
+        if line.strip().startswith("GUI:") and line.split(":", 1)[1].strip().upper() == "NONE":
+            return "this OpenCV has no GUI (opencv-python-headless)"
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        return "no display here (DISPLAY is not set)"
+    return None
 
 
 def run_stream(
@@ -313,8 +323,8 @@ def run_stream(
             stop.set()
 
         previous = signal.signal(signal.SIGTERM, on_term)
-    if show and not display_available():
-        log("no display here (DISPLAY is not set): running headless")
+    if show and display_problem():
+        log(f"{display_problem()}: running headless")
         show = False
     writer = None
     jsonl = open(jsonl_out, "w") if jsonl_out else None  # noqa: SIM115 - closed below

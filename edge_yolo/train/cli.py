@@ -10,7 +10,6 @@ listed under "resume".
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..cli_args import (
     existing_path,
@@ -20,10 +19,6 @@ from ..cli_args import (
     positive_float,
     positive_int,
 )
-
-# Flags that may differ on --resume: they change where/how fast, not what is computed
-# (``epochs`` may extend a finished schedule; the LR schedule is then the longer one).
-RESUME_OVERRIDES = ("epochs", "workers", "device", "threads", "progress", "plots")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     h.add_argument("--imgsz", type=image_size, help="square training/validation size in pixels")
     h.add_argument("--batch", type=positive_int, help="global batch (summed over processes)")
     h.add_argument("--nbs", type=positive_int, help="nominal batch for gradient accumulation (64)")
-    h.add_argument("--lr0", type=positive_float)
+    h.add_argument("--lr0", "--lr", dest="lr0", type=positive_float, help="initial learning rate")
     h.add_argument("--lrf", type=positive_float)
     h.add_argument("--cos-lr", dest="cos_lr", action="store_true", default=None)
     h.add_argument("--warmup-epochs", dest="warmup_epochs", type=float)
@@ -98,41 +93,15 @@ def run(args: argparse.Namespace) -> int:
     from edge_yolo.errors import UsageError
     from edge_yolo.models import list_models
 
-    from .config import config_from_dict, load_recipe
+    from .config import plan_run
     from .loop import train
-    from .state import load_resume_point
 
     if args.model is not None and args.model not in list_models():
         raise UsageError(
             f"--model {args.model}: unknown model; registered: {', '.join(list_models())}"
         )
     overrides = {k: getattr(args, k) for k in OVERRIDE_KEYS}
-    overrides["out"] = None if args.out is None else str(args.out)
-    resume = None
-    if args.resume:
-        resume = load_resume_point(args.resume)
-        fixed = sorted(
-            k for k, v in overrides.items() if v is not None and k not in RESUME_OVERRIDES
-        )
-        if fixed or args.recipe:
-            names = ", ".join(f"--{k.replace('_', '-')}" for k in fixed) or "--recipe"
-            raise UsageError(
-                f"{names} cannot change on --resume (the run keeps its config; only "
-                f"{', '.join('--' + k for k in RESUME_OVERRIDES)} may)"
-            )
-        values = {**resume.config, **{k: v for k, v in overrides.items() if v is not None}}
-        values["out"] = str(resume.path.parent)
-        cfg = config_from_dict(values, f"{resume.path} (resumed config)")
-    else:
-        cfg = load_recipe(args.recipe, overrides)
-        out = Path(cfg.out)
-        if (out / "last.pt").exists() and not args.exist_ok:
-            raise UsageError(
-                f"{out} already holds a run (last.pt); continue it with --resume {out}, or "
-                "pass --exist-ok / another --out"
-            )
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"{out} is a file, not a run directory")
+    cfg, resume = plan_run(args.recipe, overrides, args.resume, args.exist_ok)
     result = train(cfg, resume=resume)
     if result.final is not None:
         final = result.final

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import EdgeYoloError, refuse_unknown_keys
+from ..errors import EdgeYoloError, option, refuse_unknown_keys
 
 
 class RecipeError(EdgeYoloError, ValueError):
@@ -198,3 +198,45 @@ def check_augment(augment: dict[str, Any], source: str) -> None:
     if "close_mosaic" in augment:
         raise RecipeError(f"{source}: set 'close_mosaic' at the top level, not under 'augment'")
     augment_config(augment, source)
+
+
+# Settings that may differ on a resume: they change where/how fast, not what is computed
+# (``epochs`` may extend a finished schedule; the LR schedule is then the longer one).
+RESUME_OVERRIDES = ("epochs", "workers", "device", "threads", "progress", "plots")
+
+
+def plan_run(
+    recipe: str | os.PathLike | None,
+    overrides: dict[str, Any],
+    resume: str | os.PathLike | None = None,
+    exist_ok: bool = False,
+) -> tuple[TrainConfig, Any]:
+    """The config of a run and, for a resume, its :class:`~edge_yolo.train.state.ResumePoint`
+    (else None): a new run is the recipe with ``overrides`` (None values ignored) on top; a
+    resumed run keeps its own config except :data:`RESUME_OVERRIDES`. Shared by ``edge-yolo
+    train`` and :func:`edge_yolo.train`."""
+    from .state import load_resume_point
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "out" in given:
+        given["out"] = str(given["out"])
+    if resume is not None:
+        point = load_resume_point(resume)
+        fixed = sorted(k for k in given if k not in RESUME_OVERRIDES)
+        if fixed or recipe:
+            names = ", ".join(option(k) for k in fixed) or option("recipe")
+            allowed = ", ".join(option(k) for k in RESUME_OVERRIDES)
+            raise RecipeError(f"{names} cannot change on {option('resume')} (the run keeps its "
+                              f"config; only {allowed} may)")
+        values = {**point.config, **given, "out": str(point.path.parent)}
+        return config_from_dict(values, f"{point.path} (resumed config)"), point
+    cfg = load_recipe(recipe, given)
+    out = Path(cfg.out)
+    if (out / "last.pt").exists() and not exist_ok:
+        raise RecipeError(
+            f"{out} already holds a run (last.pt); continue it with {option('resume', str(out))}"
+            f", or pass {option('exist_ok', True, flag='--exist-ok')} / another {option('out')}"
+        )
+    if out.exists() and not out.is_dir():
+        raise RecipeError(f"{out} is a file, not a run directory")
+    return cfg, None

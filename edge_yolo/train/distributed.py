@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..errors import EdgeYoloError
+from ..errors import EdgeYoloError, option
 
 
 class DeviceError(EdgeYoloError, ValueError):
@@ -47,10 +47,11 @@ def select_device(requested: str | None, local_rank: int = 0) -> torch.device:
     try:
         device = torch.device(requested)
     except RuntimeError:
-        raise DeviceError(f"--device {requested}: expected cpu, cuda or cuda:N") from None
+        raise DeviceError(f"{option('device', requested)}: expected cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(f"--device {requested}: CUDA is not available on this machine")
+            raise DeviceError(
+                f"{option('device', requested)}: CUDA is not available on this machine")
         if device.index is None:
             device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)

@@ -30,16 +30,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_yolo.errors import EdgeYoloError, first_line
-from edge_yolo.fileio import atomic_write_bytes
+from edge_yolo.errors import EdgeYoloError, first_line, option
 from edge_yolo.models import create_model
-from edge_yolo.models.checkpoint import model_from_checkpoint
+from edge_yolo.models.checkpoint import (
+    atomic_torch_save,
+    model_from_checkpoint,
+    without_training_state,
+)
 from edge_yolo.models.gelan import YOLO
 
 from .config import TrainConfig, augment_config
 from .distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed
 from .ema import ModelEMA, unwrap
-from .optim import apply_warmup, build_optimizer, lr_lambda, warmup_iters
+from .optim import apply_warmup, build_optimizer, fit_warmup, lr_lambda, warmup_iters
 from .state import ResumePoint, save_training_checkpoint, seed_everything, set_rng_state
 
 StepCallback = Callable[[int, YOLO], None]
@@ -139,7 +142,7 @@ def _train(
         raise TrainError(f"batch {cfg.batch} is not divisible by the {world} processes")
     if cfg.sync_bn and info.distributed and device.type != "cuda":
         # torch's SyncBatchNorm has no CPU kernel; without it each rank normalises its own share
-        raise TrainError("--sync-bn needs CUDA devices (torch has no CPU SyncBatchNorm)")
+        raise TrainError(f"{option('sync_bn')} needs CUDA devices (torch has no CPU SyncBatchNorm)")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed + rank, cfg.deterministic)
@@ -222,6 +225,12 @@ def _train(
     amp_dtype = _amp_dtype(cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     n_warmup = warmup_iters(cfg.warmup_epochs, nb, cfg.warmup_min_iters)
+    total_iters = cfg.epochs * nb
+    if fit_warmup(n_warmup, total_iters) < n_warmup:
+        log(f"warm-up of {n_warmup} iterations would cover {n_warmup / total_iters:.0%} of this "
+            f"{total_iters}-iteration schedule: shortened to "
+            f"{fit_warmup(n_warmup, total_iters)}, so the run trains at its learning rate")
+        n_warmup = fit_warmup(n_warmup, total_iters)
     start_epoch, best_fitness, history = 0, None, []
     if resume is not None:
         optimizer.load_state_dict(resume.train["optimizer"])
@@ -233,7 +242,7 @@ def _train(
         log(f"resuming {resume.path} from epoch {start_epoch + 1}/{cfg.epochs}")
     if start_epoch >= cfg.epochs:
         raise TrainError(
-            f"run already finished {start_epoch} of {cfg.epochs} epochs; raise --epochs"
+            f"run already finished {start_epoch} of {cfg.epochs} epochs; raise {option('epochs')}"
         )
     log(
         f"{cfg.model}: {len(train_set)} train images, {len(names)} classes, {world} process(es) on "
@@ -355,7 +364,7 @@ def _train(
                 fit = fitness(row["val/map50_95"], row["val/map50"])
                 improved = best_fitness is None or fit > best_fitness
                 best_fitness = fit if improved else best_fitness
-            save_training_checkpoint(
+            ckpt = save_training_checkpoint(
                 last_path,
                 ema_model=ema.ema,
                 model_state=unwrap(model).state_dict(),
@@ -371,14 +380,16 @@ def _train(
                 imgsz=cfg.imgsz,
                 extra=setup.checkpoint_extra,
             )
-            # without evaluation there is nothing to select on: best is the latest
+            # without evaluation there is nothing to select on: best is the latest. best.pt
+            # is what ships: no optimizer or raw weights (a third of last.pt's size)
             if improved or best_fitness is None:
-                _copy_atomic(last_path, best_path)
+                atomic_torch_save(without_training_state(ckpt), best_path)
             write_results(out, history)
             if eval_error is not None:
                 raise TrainError(
                     f"evaluation after epoch {epoch + 1} failed ({first_line(eval_error)}); "
-                    f"the epoch is saved in {last_path}: fix the cause and --resume {out}"
+                    f"the epoch is saved in {last_path}: fix the cause and "
+                    f"{option('resume', str(out))}"
                 ) from eval_error
             if cfg.plots:  # every epoch, so a stopped run still has its curves
                 plot_results(out, history)
@@ -473,10 +484,6 @@ def _read_history(path: Path, epochs: int) -> list[dict[str, Any]]:
     except (OSError, ValueError, KeyError, TypeError):
         return []
     return [r for r in rows if isinstance(r, dict) and r.get("epoch", 0) <= epochs]
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    atomic_write_bytes(dst, src.read_bytes())
 
 
 def _amp_dtype(amp: bool | None, device: torch.device) -> torch.dtype | None:

@@ -55,6 +55,15 @@ def warmup_iters(epochs_of_warmup: float, iters_per_epoch: int, min_iters: int) 
     return max(round(epochs_of_warmup * iters_per_epoch), min_iters)
 
 
+def fit_warmup(n_warmup: int, total_iters: int) -> int:
+    """A warm-up longer than half the schedule is cut to a third of it: a short run (a quick
+    start, a smoke test) would otherwise spend its whole schedule below its learning rate and
+    with a ramping momentum, and visibly learn nothing."""
+    if total_iters > 0 and n_warmup > total_iters / 2:
+        return max(1, total_iters // 3)
+    return n_warmup
+
+
 def apply_warmup(
     optimizer: torch.optim.Optimizer,
     iteration: int,

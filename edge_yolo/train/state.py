@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from edge_yolo.errors import option
 from edge_yolo.models.checkpoint import (
     CheckpointError,
     atomic_torch_save,
@@ -98,9 +99,9 @@ def save_training_checkpoint(
     names: list[str],
     imgsz: int,
     extra: dict[str, Any] | None = None,
-) -> None:
-    """Write a checkpoint atomically; ``epoch`` is the number of epochs completed. ``extra``
-    entries are stored beside the weights (a QAT run's quantizer setup)."""
+) -> dict[str, Any]:
+    """Write a checkpoint atomically and return it; ``epoch`` is the number of epochs
+    completed. ``extra`` entries are stored beside the weights (a QAT run's quantizer setup)."""
     train = {
         "version": TRAIN_STATE_VERSION,
         "model": {k: v.detach().cpu() for k, v in model_state.items()},
@@ -117,6 +118,7 @@ def save_training_checkpoint(
         **(extra or {}),
     )
     atomic_torch_save(ckpt, path)
+    return ckpt
 
 
 @dataclass
@@ -156,8 +158,10 @@ def load_resume_point(path: str | os.PathLike) -> ResumePoint:
     train = ckpt.get("train")
     if not isinstance(train, dict) or "optimizer" not in train or "train_config" not in ckpt:
         raise CheckpointError(
-            f"{p}: has model weights but no training state, so it cannot be resumed; "
-            "start a new run with --weights instead"
+            f"{p}: has model weights but no training state, so it cannot be resumed"
+            + (" (best.pt holds the deployable weights only: resume from last.pt or the run "
+               "directory)" if p.name == "best.pt" else "")
+            + f"; start a new run with {option('weights', str(p))} instead"
         )
     if train.get("version", 0) > TRAIN_STATE_VERSION:
         raise CheckpointError(

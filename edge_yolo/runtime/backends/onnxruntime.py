@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ...contract import OUTPUT_NAMES
-from ...errors import first_line
+from ...errors import first_line, option
 from ..bundle import META_KEY, BundleError
 from ..onnx_file import read_onnx_metadata
 from .base import Backend, BackendError
@@ -40,7 +40,8 @@ class OnnxRuntimeBackend(Backend):
         available = ort.get_available_providers()
         if device in ("cuda", "gpu") and "CUDAExecutionProvider" not in available:
             raise BackendError(
-                f"{self.model_path}: --device {device}: this onnxruntime has no CUDA provider "
+                f"{self.model_path}: {option('device', device)}: this onnxruntime has no CUDA "
+                f"provider "
                 f"(available: {', '.join(available)}); install onnxruntime-gpu, or use cpu"
             )
         providers = [p for p in PROVIDERS[device] if p in available]

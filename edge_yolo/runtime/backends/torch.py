@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ...contract import INPUT_NAME, OUTPUT_NAMES, STRIDES, inference_name, num_anchors
+from ...errors import option
 from ..bundle import BundleMeta, TensorSpec
 from .base import Backend, BackendError
 
@@ -46,10 +47,11 @@ class TorchBackend(Backend):
             self.torch_device = torch.device(self.device or "cpu")
         except RuntimeError:
             raise BackendError(
-                f"{self.model_path}: --device {self.device}: expected cpu, cuda or cuda:N"
+                f"{self.model_path}: {option('device', self.device)}: expected cpu, cuda or cuda:N"
             ) from None
         if self.torch_device.type == "cuda" and not torch.cuda.is_available():
-            raise BackendError(f"{self.model_path}: --device {self.device}: CUDA is not available")
+            raise BackendError(
+                f"{self.model_path}: {option('device', self.device)}: CUDA is not available")
         self.model = ExportModel(model).to(self.torch_device).eval()
         self._dtype = next(self.model.parameters()).dtype  # an fp16 EMA takes fp16 input
         self._torch = torch
