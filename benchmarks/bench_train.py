@@ -85,6 +85,11 @@ def main() -> int:
     p.add_argument("--iters", type=int, default=8, help="timed steps per model")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--models", nargs="+", default=list(TARGETS))
+    p.add_argument("--busy", type=int, default=0,
+                   help="competing processes that spin on a core each while steps are timed "
+                        "(a busy machine)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment of the measured process (e.g. OMP_WAIT_POLICY=PASSIVE)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one model, print JSON
     args = p.parse_args()
     if args.one:
@@ -97,8 +102,23 @@ def main() -> int:
     load = os.getloadavg()
     print(
         f"training step, {args.imgsz} px, batch {args.batch}, {args.threads} threads, "
-        f"channels_last={args.channels_last}; load average {load[0]:.1f} on {os.cpu_count()} CPUs"
+        f"channels_last={args.channels_last}, {args.busy} busy processes, env {args.env}; "
+        f"load average {load[0]:.1f} on {os.cpu_count()} CPUs"
     )
+    env = {**os.environ, **dict(kv.split("=", 1) for kv in args.env)}
+    spin = "import time\nwhile True: pass"
+    busy = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(args.busy)]
+    try:
+        rows = measure_all(args, env)
+    finally:
+        for proc in busy:
+            proc.kill()
+    if rows is None:
+        return 1
+    return print_rows(rows)
+
+
+def measure_all(args: argparse.Namespace, env: dict[str, str]) -> list[dict] | None:
     rows = []
     for name in args.models:
         cmd = [
@@ -117,11 +137,15 @@ def main() -> int:
         ]
         if args.channels_last:
             cmd.append("--channels-last")
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
         if done.returncode:
             print(done.stderr, file=sys.stderr)
-            return 1
+            return None
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def print_rows(rows: list[dict]) -> int:
     print(
         f"{'model':<10} {'images/s':>9} {'target':>7} {'ratio':>6} {'step ms':>8} "
         f"{'min ms':>7} {'loader img/s':>13} {'peak RSS MiB':>13}"

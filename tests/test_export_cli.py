@@ -38,7 +38,7 @@ def test_export_onnx_prints_the_bundle_path(tmp_path):
     summary = "\n".join(lines[1:])
     assert "precision    fp32 (none; onnx default)" in summary
     assert "input size   64x64 (from --imgsz)" in summary
-    assert "agreement    top class 100.0%" in summary and "MB, gelan-t for onnx" in summary
+    assert "agreement    top class 100.0%" in summary and "MB), gelan-t for onnx" in summary
     assert r.stderr == ""  # no converter chatter or third-party warnings
     assert bundle == tmp_path / "bundles" / "gelan-t-onnx-fp32"
     meta = BundleMeta.read(bundle)

@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge_yolo.models import create_model
 from edge_yolo.models.decode import decode_outputs, flatten_outputs
@@ -264,3 +266,42 @@ def test_quantize_dequantize_round_trip():
     assert q.dtype == np.int8 and q.min() == -127 and q.max() == 127
     np.testing.assert_allclose(processing.dequantize(q, 1 / 127, 0), x, atol=0.5 / 127 + 1e-7)
     assert processing.quantize(np.array([9.0]), 0.01, 0, np.int8)[0] == 127  # saturates
+
+
+def _reference_nms(boxes, scores, class_ids, iou, max_det):
+    """Textbook greedy class-aware NMS, one box at a time (ties: lower index first)."""
+    order = sorted(range(len(boxes)), key=lambda i: (-float(np.float32(scores[i])), i))
+    kept: list[int] = []
+    for i in order:
+        ok = True
+        for j in kept:
+            if class_ids[j] != class_ids[i]:
+                continue
+            x1, y1 = max(boxes[i][0], boxes[j][0]), max(boxes[i][1], boxes[j][1])
+            x2, y2 = min(boxes[i][2], boxes[j][2]), min(boxes[i][3], boxes[j][3])
+            inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+            area = ((boxes[i][2] - boxes[i][0]) * (boxes[i][3] - boxes[i][1])
+                    + (boxes[j][2] - boxes[j][0]) * (boxes[j][3] - boxes[j][1]) - inter)
+            if area > 0 and inter / area > iou:
+                ok = False
+                break
+        if ok:
+            kept.append(i)
+    return kept[:max_det]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 60), st.integers(0, 60), st.integers(4, 40),
+                       st.integers(4, 40), st.integers(1, 1000), st.integers(0, 3)),
+             min_size=1, max_size=60),
+    st.sampled_from([0.3, 0.45, 0.7]),
+    st.integers(1, 80),
+)
+def test_nms_matches_textbook_greedy_class_aware_nms(rows, iou, max_det):
+    arr = np.array(rows, dtype=np.float32)
+    boxes = np.stack([arr[:, 0], arr[:, 1], arr[:, 0] + arr[:, 2], arr[:, 1] + arr[:, 3]], 1)
+    scores = arr[:, 4] / 1000.0
+    class_ids = arr[:, 5].astype(np.int64)
+    got = processing.nms(boxes, scores, class_ids, iou=iou, max_det=max_det).tolist()
+    assert got == _reference_nms(boxes, scores, class_ids, iou, max_det)

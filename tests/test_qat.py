@@ -67,8 +67,9 @@ def test_qat_checkpoint_describes_itself_and_loads_weights_only(qat_jetson, floa
 
 def test_pgi_branch_trains_in_float_through_the_quantized_backbone(qat_jetson, float_pgi):
     source = torch.load(float_pgi, map_location="cpu", weights_only=True)["state_dict"]
-    qat = torch.load(qat_jetson, map_location="cpu", weights_only=True)
-    raw = qat["train"]["model"]  # the raw (non-EMA) weights after the fine-tune
+    # the raw (non-EMA) weights after the fine-tune: last.pt keeps them (best.pt ships)
+    raw = torch.load(qat_jetson.parent / "last.pt", map_location="cpu",
+                     weights_only=True)["train"]["model"]
     aux_keys = [k for k in raw if k.startswith("aux.")]
     assert aux_keys and not any("aux/" in k for k in raw if k.startswith("__nncf_hooks"))
     # the auxiliary branch received gradients (its weights moved); it carries no quantizer

@@ -79,6 +79,8 @@ def console_summary(bundle: Path, meta: BundleMeta) -> str:
 
     files = [p for p in bundle.rglob("*") if p.is_file()]
     size = sum(p.stat().st_size for p in files)
+    # what the runtime loads (the .xml + .bin pair, or the one model file)
+    model = sum(p.stat().st_size for p in files if p.stem == Path(meta.model_file).stem)
     sources = meta.extra.get("settings_from") or {}
 
     def source(key: str) -> str:
@@ -89,7 +91,7 @@ def console_summary(bundle: Path, meta: BundleMeta) -> str:
     quant = meta.quantization + (f", {kind.upper()}" if kind else "")
     lines = [  # the path alone first: a script takes it with `head -1`
         str(bundle),
-        f"  bundle       {size / 1e6:.1f} MB, {meta.model} for "
+        f"  bundle       {size / 1e6:.1f} MB (model {model / 1e6:.1f} MB), {meta.model} for "
         f"{meta.extra.get('device') or meta.target} on {meta.backend}",
         f"  precision    {meta.precision} ({quant}; {source('precision')})",
         f"  input size   {meta.imgsz[0]}x{meta.imgsz[1]} ({source('imgsz')})",

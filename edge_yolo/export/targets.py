@@ -102,7 +102,9 @@ TARGETS: dict[str, TargetSpec] = {
         install="pip install 'edge-yolo[openvino]'",
         shared_options=("dynamic",),
         options=(
-            Option("preset", "--nncf-preset", "int8: NNCF preset (default mixed)", str, PRESETS),
+            Option("preset", "--nncf-preset",
+                   "int8: NNCF preset (default performance: symmetric, fastest on CPU)", str,
+                   PRESETS),
             Option("overflow_fix", "--overflow-fix",
                    "int8: NNCF overflow fix (default auto: on without VNNI)", str, OVERFLOW_FIXES),
         ),

@@ -63,7 +63,7 @@ def quantize_openvino(
     calib: CalibrationSet,
     imgsz: int,
     *,
-    preset: str = "mixed",
+    preset: str = "performance",
     overflow_fix: str = "disable",
     ignored_scope: Sequence[str] = (),
     ignored_patterns: Sequence[str] = (),
