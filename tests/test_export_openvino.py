@@ -215,3 +215,18 @@ def test_checkpoint_hash_recorded(fp32, ckpt):
     assert BundleMeta.read(fp32).source_checkpoint_sha256 == hashlib.sha256(
         ckpt.read_bytes()
     ).hexdigest()
+
+
+def test_the_runtime_normalizes_uint8_images_as_the_float_blob_does(fp32, raccoon_images):
+    """The Detector hands OpenVINO the letterboxed uint8 images (the graph converts them):
+    the same outputs as the float blob the other backends get."""
+    from edge_yolo.runtime import processing
+
+    det = Detector(fp32, threads=1)
+    assert det.backend.takes_uint8
+    boxed = [processing.letterbox(processing.read_image(p), det.imgsz)[0]
+             for p in raccoon_images[:2]]
+    from_u8 = det.backend.infer(np.stack(boxed))
+    from_float = det.backend.infer(processing.to_blob(boxed))
+    for a, b in zip(from_u8, from_float):
+        assert a.shape == b.shape and np.abs(a - b).max() < 1e-3

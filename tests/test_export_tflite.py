@@ -341,3 +341,18 @@ def test_full_integer_int8(tmp_path_factory, fp32, torch_model):
     readme = (bundle / "README.md").read_text()
     assert "full-integer INT8" in readme
     json.loads(read_embedded(_model_file(bundle)).to_json())  # embedded copy parses
+
+
+def test_int8_takes_the_pixels_as_they_are(tmp_path_factory):
+    """An int8 model whose input is [0, 1] at scale 1/255 gets the letterboxed uint8 image as
+    pixel - 128: exactly what quantizing the float blob gives, without the float blob."""
+    from edge_yolo import Detector
+
+    int8 = Detector(_bundle(tmp_path_factory, "int8"), threads=1)
+    assert int8.backend.takes_uint8
+    assert not Detector(_bundle(tmp_path_factory, "fp32"), threads=1).backend.takes_uint8
+    boxed = [processing.letterbox(processing.read_image(p), int8.imgsz)[0]
+             for p in rm.raccoon_photos()[:2]]
+    blob = processing.to_blob(boxed, layout="NHWC")
+    for a, b in zip(int8.backend.infer(np.stack(boxed)), int8.backend.infer(blob)):
+        np.testing.assert_array_equal(a, b)  # bit for bit

@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int, help="inference threads (default all cores)")
     p.add_argument("--out", type=output_dir, default=Path("runs/report"),
                    help="where the report (and the exports) go (default runs/report)")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar while each row is scored")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="show the converters' own output while exporting")
 
@@ -104,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
             bundles.append(export_qat(q, record, record["target"]))
             bundles.append(q)
     report = build_report(args.weights, args.data, bundles, split=args.split,
-                          resamples=args.resamples, threads=args.threads)
+                          resamples=args.resamples, threads=args.threads,
+                          progress=args.progress)
     paths = write_report(report, args.out)
     record_rows(report)
     print(markdown(report))

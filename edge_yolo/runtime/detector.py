@@ -317,13 +317,16 @@ class Detector:
                 raise ImageError(f"image {offset + i}: {e}") from None
             boxed.append(img)
             infos.append(info)
-        blob = processing.to_blob(
-            boxed,
-            layout=meta.layout,
-            color=meta.color,
-            scale=float(norm.get("scale", 1 / 255.0)),
-            mean=norm.get("mean", (0.0, 0.0, 0.0)),
-        )
+        if self.backend.takes_uint8:  # the runtime normalizes: pre-processing ends here
+            blob = np.stack(boxed)
+        else:
+            blob = processing.to_blob(
+                boxed,
+                layout=meta.layout,
+                color=meta.color,
+                scale=float(norm.get("scale", 1 / 255.0)),
+                mean=norm.get("mean", (0.0, 0.0, 0.0)),
+            )
         t1 = time.perf_counter()
         box_dist, cls_logits = self.backend.infer(blob)
         t2 = time.perf_counter()

@@ -28,6 +28,10 @@ class Backend(ABC):
     name: str = ""
     #: Python package(s) the backend imports, for the "not installed" message.
     requires: tuple[str, ...] = ()
+    #: True when :meth:`infer` also takes the letterboxed images themselves, uint8 BGR
+    #: ``(B, H, W, 3)``, and normalizes them inside the runtime: the Detector then skips the
+    #: float blob (its cost is most of the pre-processing). A float blob still works.
+    takes_uint8: bool = False
 
     def __init__(
         self,
@@ -109,7 +113,8 @@ class Backend(ABC):
         """Run the model.
 
         ``blob``: float32 ``(B, 3, H, W)`` (or ``(B, H, W, 3)`` when ``meta.layout`` is NHWC),
-        RGB in [0, 1]. The backend quantizes it when the model takes integers.
+        RGB in [0, 1]. The backend quantizes it when the model takes integers. A backend with
+        :attr:`takes_uint8` also takes the letterboxed uint8 BGR images ``(B, H, W, 3)``.
         Returns ``box_dist (B, 4*reg_max, A)`` and ``cls_logits (B, nc, A)`` as float32,
         dequantized and transposed to this canonical layout whatever the file stores.
         """

@@ -13,6 +13,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from ...contract import OUTPUT_NAMES
@@ -72,6 +73,20 @@ class TFLiteBackend(Backend):
             tuple(self._input["shape"]), {k: tuple(d["shape"]) for k, d in self._outputs.items()}
         )
         self._check_quantization()
+        self.takes_uint8 = self._pixels_are_the_input()
+
+    def _pixels_are_the_input(self) -> bool:
+        """True when the integer input is the pixels themselves: NHWC, [0, 1] quantized with
+        scale 1/255 (int8: zero point -128, uint8: 0). The Detector's uint8 images then go in
+        as ``pixel - 128`` (or as they are): no float blob and no quantizing (at 640 px that
+        was most of the pre-processing of an INT8 bundle)."""
+        dtype = np.dtype(self._input["dtype"])
+        scale, zero_point = self._input["quantization"]
+        norm = self.meta.normalization
+        return (self.meta.layout == "NHWC" and not any(norm.get("mean", (0, 0, 0)))
+                and abs(float(norm.get("scale", 1 / 255)) * 255 - 1) < 1e-6
+                and abs(scale * 255 - 1) < 1e-6
+                and (dtype, zero_point) in ((np.dtype(np.int8), -128), (np.dtype(np.uint8), 0)))
 
     @classmethod
     def embedded_metadata(cls, model_path: Path) -> str | None:
@@ -188,13 +203,19 @@ class TFLiteBackend(Backend):
         dtype = np.dtype(inp["dtype"])
         scale, zero_point = inp["quantization"]
         boxes, scores = [], []
+        if blob.dtype == np.uint8 and not self.takes_uint8:
+            raise BackendError(f"{self.model_path}: this model takes a float blob, not uint8 "
+                               "images")
         for x in blob:  # static batch 1: one invoke per image
+            if blob.dtype == np.uint8:  # the pixels are the input: pixel - 128 for int8
+                if self.meta.color == "RGB":
+                    x = cv2.cvtColor(x, cv2.COLOR_BGR2RGB)
+                x = (x ^ np.uint8(0x80)).view(np.int8) if dtype == np.int8 else x
+            elif np.issubdtype(dtype, np.integer):
+                x = quantize(x, scale, zero_point, dtype)
+            else:
+                x = x.astype(dtype, copy=False)
             x = x[None]
-            x = (
-                quantize(x, scale, zero_point, dtype)
-                if np.issubdtype(dtype, np.integer)
-                else x.astype(dtype, copy=False)
-            )
             interp.set_tensor(inp["index"], x)
             interp.invoke()
             box, cls = (self._read(name) for name in OUTPUT_NAMES)
