@@ -94,7 +94,7 @@ def isolated(bundle: Path, image_file: Path, backend: str | None,
     r = _child(bundle, argparse.Namespace(runs=args.runs, warmup=args.warmup, image=image_file,
                                           threads=args.threads, backend=backend, device=None))
     ms = r["ms"]
-    return r["detector"].split(" on ")[1].split(",")[0], {
+    return r["backend"], {
         "median": ms["total"], "p90": r["p90_ms"], "pre": ms["pre"], "infer": ms["infer"],
         "post": ms["post"]}
 

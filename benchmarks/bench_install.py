@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundle", type=Path, action="append", default=[],
                     help="also time loading this bundle (its backend must be installed)")
     ap.add_argument("--runs", type=int, default=5, help="fresh interpreters per timing")
+    ap.add_argument("--headless", action="store_true",
+                    help="swap opencv-python for opencv-python-headless after installing, as "
+                         "the README advises for boards without a display")
     args = ap.parse_args(argv)
 
     ok = True
@@ -69,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install",
                             "--quiet", "--no-cache-dir", "--disable-pip-version-check", spec],
                            check=True)
+            if args.headless:
+                pip = [sys.executable, "-m", "pip", "--python", str(python)]
+                subprocess.run([*pip, "uninstall", "--quiet", "-y", "opencv-python"], check=True)
+                subprocess.run([*pip, "install", "--quiet", "--no-cache-dir",
+                                "--disable-pip-version-check", "opencv-python-headless"],
+                               check=True)
             install_s = time.perf_counter() - t0
             (site,) = env.glob("lib/python*/site-packages")
             size = du(site)
@@ -89,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((extra, size, install_s, importing, python_alone, loads, packages,
                          present))
         print(f"# bench_install: Python {sys.version.split()[0]}, {sys.platform}, wheel "
-              f"{wheel.name}; cold starts are medians of {args.runs} fresh interpreters")
+              f"{wheel.name}{', OpenCV headless' if args.headless else ''}; cold starts are "
+              f"medians of {args.runs} fresh interpreters")
         print(f"{'extra':<10} {'site-packages MB':>17} {'install s':>10} {'import s':>9} "
               f"{'(python alone)':>15}  largest packages")
         for extra, size, install_s, importing, alone, loads, packages, present in rows:

@@ -34,7 +34,14 @@ def measure(
     from edge_yolo.train.loss import build_loss
     from edge_yolo.train.optim import build_optimizer
 
-    torch.set_num_threads(threads)
+    if threads:
+        torch.set_num_threads(threads)
+    else:  # as the training loop does when --threads is not given: one per free core
+        from edge_yolo.train.cpu_share import CPUShare, threads_for
+
+        share = CPUShare()
+        time.sleep(0.3)
+        torch.set_num_threads(threads_for(share.available(), share.cores))
     torch.manual_seed(0)
     model = create_model(name, num_classes=5).train()
     if channels_last:
@@ -70,6 +77,7 @@ def measure(
     return {
         "model": name,
         "images_per_s": batch / median,
+        "threads": torch.get_num_threads(),
         "step_s_median": median,
         "step_s_min": times[0],
         "loader_images_per_s": load_rate,
@@ -81,7 +89,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2,
+                   help="torch threads; 0: chosen as the training loop does (free cores)")
     p.add_argument("--iters", type=int, default=8, help="timed steps per model")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--models", nargs="+", default=list(TARGETS))

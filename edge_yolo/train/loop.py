@@ -40,6 +40,7 @@ from edge_yolo.models.checkpoint import (
 from edge_yolo.models.gelan import YOLO
 
 from .config import TrainConfig, augment_config
+from .cpu_share import CPUShare, threads_for
 from .distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed
 from .ema import ModelEMA, unwrap
 from .optim import apply_warmup, build_optimizer, fit_warmup, lr_lambda, warmup_iters
@@ -145,6 +146,11 @@ def _train(
         raise TrainError(f"{option('sync_bn')} needs CUDA devices (torch has no CPU SyncBatchNorm)")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    # CPU, one process, threads not fixed: one thread per core that other processes leave free
+    share = CPUShare() if device.type == "cpu" and world == 1 and not cfg.threads else None
+    if share is not None:
+        time.sleep(0.3)  # a first reading of what the other processes use
+        _fit_threads(share, log)
     seed_everything(cfg.seed + rank, cfg.deterministic)
     out = Path(cfg.out)
     last_path, best_path = out / "last.pt", out / "best.pt"
@@ -253,6 +259,8 @@ def _train(
     # ---- epochs -----------------------------------------------------------------------
     epoch = start_epoch
     for epoch in range(start_epoch, cfg.epochs):
+        if share is not None and epoch > start_epoch:
+            _fit_threads(share, log)  # what the others used during the last epoch
         t_epoch = time.perf_counter()
         seed_everything(cfg.seed + 1000 * rank + epoch, deterministic=False)
         model.train()
@@ -417,6 +425,18 @@ def _train(
 
 
 # ---- helpers the loop reads through ---------------------------------------------------
+
+
+def _fit_threads(share: CPUShare, log: Callable[[str], None]) -> None:
+    """Run as many torch threads as there are cores the other processes leave free (see
+    :mod:`edge_yolo.train.cpu_share`); say so when that changes the count."""
+    free = share.available()
+    threads = threads_for(free, share.cores)
+    if threads != torch.get_num_threads():
+        busy = "" if free is None else f": other processes keep {share.cores - free:.1f} busy"
+        log(f"training with {threads} thread(s) on {share.cores} cores{busy} (more threads "
+            f"than free cores stall every step; {option('threads')} fixes the count)")
+        torch.set_num_threads(threads)
 
 
 def load_initial_weights(model: YOLO, path: str | os.PathLike) -> str:

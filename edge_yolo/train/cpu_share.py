@@ -1,0 +1,73 @@
+"""How many cores a CPU training process really has, so it never runs more threads than that.
+
+Measured on a 2-core machine (gelan-t, 320 px, batch 8, ``benchmarks/bench_train.py --busy 1``):
+with one other process spinning on a core, 2 torch threads trained at 4.4 images/s, 1 thread
+at 9.8, against 15.0 on the quiet machine. With more threads than free cores, every parallel
+region (and a training step has hundreds of small ones: batch norm, activations) waits at its
+barrier for a thread the scheduler has parked behind the other process: the step collapses
+far beyond the share of CPU lost. ``OMP_WAIT_POLICY=PASSIVE`` only halved the damage (6.0)
+and cost a third of the quiet speed (9.5). One thread per free core degrades in proportion.
+
+:class:`CPUShare` measures the cores other processes keep busy (``/proc/stat`` minus this
+process's own CPU time, between two readings); :func:`threads_for` turns that into a thread
+count. Standard library only; where ``/proc/stat`` is unreadable it measures nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+class CPUShare:
+    """Between two calls of :meth:`available`: the cores not kept busy by other processes."""
+
+    def __init__(self, stat: str | os.PathLike = "/proc/stat",
+                 cpus: set[int] | None = None) -> None:
+        self.stat = Path(stat)
+        try:  # only the CPUs this process may run on (a container sees the host's others)
+            self.cpus = cpus if cpus is not None else set(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            self.cpus = set(range(os.cpu_count() or 1))
+        self.cores = len(self.cpus)
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._last = self._sample()
+
+    def _sample(self) -> tuple[float, float, float] | None:
+        """(busy CPU-seconds of our CPUs, this process's CPU-seconds, wall seconds) now."""
+        try:
+            lines = self.stat.read_text().splitlines()
+        except OSError:
+            return None
+        busy, seen = 0, 0
+        for line in lines:
+            name, *values = line.split() or [""]
+            cpu = name[3:]
+            if not (name.startswith("cpu") and cpu.isdigit() and int(cpu) in self.cpus):
+                continue
+            ticks = [int(v) for v in values[:8]]
+            busy += sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait
+            seen += 1
+        if not seen:
+            return None
+        own = os.times()
+        return busy / self.tick, own.user + own.system, time.monotonic()
+
+    def available(self) -> float | None:
+        """Cores free for this process since the last call (or construction); None when it
+        cannot be measured (no ``/proc/stat``, or no time passed)."""
+        now, last = self._sample(), self._last
+        self._last = now
+        if now is None or last is None or now[2] - last[2] <= 0:
+            return None
+        others = max(0.0, (now[0] - last[0]) - (now[1] - last[1])) / (now[2] - last[2])
+        return max(0.0, self.cores - others)
+
+
+def threads_for(available: float | None, cores: int) -> int:
+    """Threads for ``available`` free cores: one per free core (rounded), at least one, at
+    most ``cores``; all cores when nothing was measured."""
+    if available is None:
+        return cores
+    return max(1, min(cores, int(available + 0.5)))
