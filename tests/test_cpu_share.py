@@ -44,3 +44,23 @@ def test_unreadable_stat_measures_nothing(tmp_path):
     share = CPUShare(tmp_path / "missing", cpus={0, 1})
     assert share.available() is None and threads_for(None, 2) == 2
     assert threads_for(0.0, 4) == 1 and threads_for(2.6, 4) == 3 and threads_for(9.0, 4) == 4
+
+
+def test_our_own_loader_workers_are_not_competition():
+    """A child process (a data-loading worker) that spins is this run's own CPU time, while
+    it runs (read from /proc) and after it ended (from times())."""
+    import subprocess
+    import sys
+
+    share = CPUShare()
+    before = share._own_seconds()
+    child = subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\n"
+                              "while time.time() - t < 1.5: pass"])
+    try:
+        time.sleep(1.0)
+        running = share._own_seconds() - before  # this process only slept
+        child.wait(timeout=10)
+    finally:
+        child.kill()
+    assert running > 0.3, running
+    assert share._own_seconds() - before >= running

@@ -8,9 +8,10 @@ barrier for a thread the scheduler has parked behind the other process: the step
 far beyond the share of CPU lost. ``OMP_WAIT_POLICY=PASSIVE`` only halved the damage (6.0)
 and cost a third of the quiet speed (9.5). One thread per free core degrades in proportion.
 
-:class:`CPUShare` measures the cores other processes keep busy (``/proc/stat`` minus this
-process's own CPU time, between two readings); :func:`threads_for` turns that into a thread
-count. Standard library only; where ``/proc/stat`` is unreadable it measures nothing.
+:class:`CPUShare` measures the cores other processes keep busy (``/proc/stat`` minus the CPU
+time of this process and its descendants, such as loader workers, between two readings);
+:func:`threads_for` turns that into a thread count. Standard library only; where
+``/proc/stat`` is unreadable it measures nothing.
 """
 
 from __future__ import annotations
@@ -51,8 +52,36 @@ class CPUShare:
             seen += 1
         if not seen:
             return None
-        own = os.times()
-        return busy / self.tick, own.user + own.system, time.monotonic()
+        return busy / self.tick, self._own_seconds(), time.monotonic()
+
+    def _own_seconds(self) -> float:
+        """CPU-seconds of this process and its descendants (data-loading workers are ours,
+        not competition), live ones from ``/proc/<pid>/stat``, finished ones from times()."""
+        me = os.times()
+        total = me.user + me.system + me.children_user + me.children_system
+        children: dict[int, list[int]] = {}
+        ticks: dict[int, int] = {}
+        proc = self.stat.parent
+        for entry in proc.glob("[0-9]*/stat"):
+            try:
+                text = entry.read_text()
+            except OSError:
+                continue  # gone meanwhile
+            fields = text[text.rfind(")") + 2:].split()  # after "pid (name) "
+            if len(fields) < 13:
+                continue
+            pid = int(entry.parent.name)
+            children.setdefault(int(fields[1]), []).append(pid)
+            ticks[pid] = int(fields[11]) + int(fields[12])  # utime + stime
+        todo, seen = list(children.get(os.getpid(), [])), set()
+        while todo:
+            pid = todo.pop()
+            if pid in seen:
+                continue
+            seen.add(pid)
+            total += ticks.get(pid, 0) / self.tick
+            todo.extend(children.get(pid, []))
+        return total
 
     def available(self) -> float | None:
         """Cores free for this process since the last call (or construction); None when it
