@@ -134,6 +134,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     """Export (or reuse) every variant, measure, print the table; 1 when a target is missed."""
     import cv2
 
+    from edge_yolo.console import third_party_output
     from edge_yolo.export import TargetError, export
     from edge_yolo.models import load_model
     from edge_yolo.runtime.detector import Detector
@@ -166,9 +167,10 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 if args.reuse and reused.is_dir():
                     bundle = reused
                 else:
-                    bundle = export(weights, target, precision=precision, imgsz=imgsz,
-                                    calib=args.calib, calib_size=args.calib_size,
-                                    out=out / str(imgsz), threads=args.threads, force=True)
+                    with third_party_output():  # the converters' chatter stays off
+                        bundle = export(weights, target, precision=precision, imgsz=imgsz,
+                                        calib=args.calib, calib_size=args.calib_size,
+                                        out=out / str(imgsz), threads=args.threads, force=True)
             except (TargetError, ImportError) as e:
                 print(f"skip {target}/{precision} @ {imgsz}: {e}", file=sys.stderr)
                 continue

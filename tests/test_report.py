@@ -115,3 +115,18 @@ def test_report_needs_something_to_compare(tmp_path, tmp_path_factory, capsys):
     weights = rm.fitted_checkpoint(rm.cache_root(tmp_path_factory))
     assert main(["report", "--weights", str(weights), "--data", DATA]) == 2
     assert "nothing to compare" in capsys.readouterr().err
+
+
+def test_rows_that_would_read_the_same_carry_their_bundle_name():
+    from types import SimpleNamespace
+
+    from edge_yolo.eval.report import _name_apart
+
+    rows = [SimpleNamespace(name="torch gelan-t (float baseline)", path="best.pt"),
+            SimpleNamespace(name="intel int8 PTQ", path="b/demo-intel-int8-mixed"),
+            SimpleNamespace(name="intel int8 PTQ", path="b/demo-intel-int8-performance"),
+            SimpleNamespace(name="rpi int8 PTQ", path="b/gelan-t-rpi-int8")]
+    _name_apart(rows)
+    assert [r.name for r in rows] == [
+        "torch gelan-t (float baseline)", "intel int8 PTQ [demo-intel-int8-mixed]",
+        "intel int8 PTQ [demo-intel-int8-performance]", "rpi int8 PTQ"]

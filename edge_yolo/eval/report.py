@@ -323,6 +323,7 @@ def build_report(
             skipped=len(got.skipped),
         )
         runs.append((row, got))
+    _name_apart([row for row, _ in runs])
     base_row, base = runs[0]
     intervals = bootstrap_intervals(base, [got for _, got in runs[1:]], resamples, threads)
     for (row, got), interval in zip(runs[1:], intervals):
@@ -345,6 +346,17 @@ def build_report(
         "toolchain": toolchain(),
         "rows": [asdict(r) for r, _ in runs],
     }
+
+
+def _name_apart(rows: list[Row]) -> None:
+    """Rows that would read the same (two int8 PTQ bundles of one target, made with other
+    settings) carry their bundle's folder name too."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.name] = counts.get(row.name, 0) + 1
+    for row in rows:
+        if counts[row.name] > 1:
+            row.name = f"{row.name} [{Path(row.path).name}]"
 
 
 def empty_where_float_is_confident(base: Collected, other: Collected,
