@@ -148,9 +148,10 @@ def _train(
         torch.set_num_threads(cfg.threads)
     # CPU, one process, threads not fixed: one thread per core that other processes leave free
     share = CPUShare() if device.type == "cpu" and world == 1 and not cfg.threads else None
+    most = torch.get_num_threads()  # torch's own choice (physical cores, or OMP_NUM_THREADS)
     if share is not None:
         time.sleep(0.3)  # a first reading of what the other processes use
-        _fit_threads(share, log)
+        _fit_threads(share, most, log)
     seed_everything(cfg.seed + rank, cfg.deterministic)
     out = Path(cfg.out)
     last_path, best_path = out / "last.pt", out / "best.pt"
@@ -260,7 +261,7 @@ def _train(
     epoch = start_epoch
     for epoch in range(start_epoch, cfg.epochs):
         if share is not None and epoch > start_epoch:
-            _fit_threads(share, log)  # what the others used during the last epoch
+            _fit_threads(share, most, log)  # what the others used during the last epoch
         t_epoch = time.perf_counter()
         seed_everything(cfg.seed + 1000 * rank + epoch, deterministic=False)
         model.train()
@@ -427,11 +428,11 @@ def _train(
 # ---- helpers the loop reads through ---------------------------------------------------
 
 
-def _fit_threads(share: CPUShare, log: Callable[[str], None]) -> None:
-    """Run as many torch threads as there are cores the other processes leave free (see
-    :mod:`edge_yolo.train.cpu_share`); say so when that changes the count."""
+def _fit_threads(share: CPUShare, most: int, log: Callable[[str], None]) -> None:
+    """Run as many torch threads as there are cores the other processes leave free, at most
+    ``most`` (see :mod:`edge_yolo.train.cpu_share`); say so when that changes the count."""
     free = share.available()
-    threads = threads_for(free, share.cores)
+    threads = threads_for(free, min(most, share.cores))
     if threads != torch.get_num_threads():
         busy = "" if free is None else f": other processes keep {share.cores - free:.1f} busy"
         log(f"training with {threads} thread(s) on {share.cores} cores{busy} (more threads "
