@@ -133,8 +133,8 @@ def run(args: argparse.Namespace) -> int:
             files = image_files(source)
             if not files:
                 raise UsageError(f"{source}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    if args.show and display_problem():
-        print(f"{display_problem()}: running headless", file=sys.stderr)
+    if args.show and (problem := display_problem()):
+        print(f"{problem}: running headless", file=sys.stderr)
         args.show = False
     given = ("device", "threads", "conf", "iou", "max_det", "backend", "check_files")
     detector = Detector(args.bundle, **{k: getattr(args, k) for k in given})

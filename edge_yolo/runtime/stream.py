@@ -323,8 +323,8 @@ def run_stream(
             stop.set()
 
         previous = signal.signal(signal.SIGTERM, on_term)
-    if show and display_problem():
-        log(f"{display_problem()}: running headless")
+    if show and (problem := display_problem()):
+        log(f"{problem}: running headless")
         show = False
     writer = None
     jsonl = open(jsonl_out, "w") if jsonl_out else None  # noqa: SIM115 - closed below

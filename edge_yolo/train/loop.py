@@ -16,8 +16,6 @@ boundary (the last micro-batches of an epoch always step), which keeps checkpoin
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
 import math
 import os
 import time
@@ -44,10 +42,10 @@ from .cpu_share import CPUShare, threads_for
 from .distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed
 from .ema import ModelEMA, unwrap
 from .optim import apply_warmup, build_optimizer, fit_warmup, lr_lambda, warmup_iters
+from .results import LOSS_NAMES, epoch_line, plot_results, read_history, write_results
 from .state import ResumePoint, save_training_checkpoint, seed_everything, set_rng_state
 
 StepCallback = Callable[[int, YOLO], None]
-LOSS_NAMES = ("box", "cls", "dfl")
 
 
 class TrainError(EdgeYoloError, ValueError):
@@ -233,18 +231,18 @@ def _train(
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     n_warmup = warmup_iters(cfg.warmup_epochs, nb, cfg.warmup_min_iters)
     total_iters = cfg.epochs * nb
-    if fit_warmup(n_warmup, total_iters) < n_warmup:
+    if (fitted := fit_warmup(n_warmup, total_iters)) < n_warmup:
         log(f"warm-up of {n_warmup} iterations would cover {n_warmup / total_iters:.0%} of this "
-            f"{total_iters}-iteration schedule: shortened to "
-            f"{fit_warmup(n_warmup, total_iters)}, so the run trains at its learning rate")
-        n_warmup = fit_warmup(n_warmup, total_iters)
+            f"{total_iters}-iteration schedule: shortened to {fitted}, so the run trains at "
+            "its learning rate")
+        n_warmup = fitted
     start_epoch, best_fitness, history = 0, None, []
     if resume is not None:
         optimizer.load_state_dict(resume.train["optimizer"])
         scheduler.load_state_dict(resume.train["scheduler"])
         scaler.load_state_dict(resume.train["scaler"])
         start_epoch, best_fitness = resume.epoch, resume.train["best_fitness"]
-        history = _read_history(out / "results.json", start_epoch)
+        history = read_history(out / "results.json", start_epoch)
         set_rng_state(resume.train["rng"])
         log(f"resuming {resume.path} from epoch {start_epoch + 1}/{cfg.epochs}")
     if start_epoch >= cfg.epochs:
@@ -402,7 +400,7 @@ def _train(
                 ) from eval_error
             if cfg.plots:  # every epoch, so a stopped run still has its curves
                 plot_results(out, history)
-            log(_epoch_line(row, cfg.epochs))
+            log(epoch_line(row, cfg.epochs))
         barrier(info)
 
     final = None
@@ -451,62 +449,6 @@ def load_initial_weights(model: YOLO, path: str | os.PathLike) -> str:
     return str(load_pretrained(model, path))
 
 
-def write_results(
-    out: Path, history: list[dict[str, Any]], final: dict[str, Any] | None = None
-) -> None:
-    """Per-epoch metrics as ``results.csv`` (spreadsheets) and ``results.json`` (programs)."""
-    if history:
-        keys = list(history[-1])
-        tmp = out / ".results.csv.tmp"
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(history)
-        os.replace(tmp, out / "results.csv")
-    doc: dict[str, Any] = {"epochs": history}
-    if final is not None:
-        doc["final"] = {k: v for k, v in final.items() if k != "text"}
-    tmp = out / ".results.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, out / "results.json")
-
-
-def plot_results(out: Path, history: list[dict[str, Any]]) -> None:
-    """``results.png``: training loss parts and validation mAP per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for k in LOSS_NAMES:
-        axes[0].plot(epochs, [r[f"train/{k}_loss"] for r in history], marker=".", label=k)
-    axes[0].set(title="training loss", xlabel="epoch")
-    axes[0].legend()
-    for k, label in (("val/map50_95", "mAP50-95"), ("val/map50", "mAP50")):
-        pts = [(r["epoch"], r[k]) for r in history if r.get(k) is not None]
-        if pts:
-            axes[1].plot(*zip(*pts), marker=".", label=label)
-    axes[1].set(title="validation (EMA)", xlabel="epoch", ylim=(0, None))
-    if axes[1].lines:  # no mAP yet before the first evaluation
-        axes[1].legend()
-    fig.tight_layout()
-    tmp = out / ".results.png.tmp"
-    fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out / "results.png")
-
-
-def _read_history(path: Path, epochs: int) -> list[dict[str, Any]]:
-    """The per-epoch rows of the run being resumed, up to its checkpoint's epoch."""
-    try:
-        rows = json.loads(path.read_text())["epochs"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-    return [r for r in rows if isinstance(r, dict) and r.get("epoch", 0) <= epochs]
-
-
 def _amp_dtype(amp: bool | None, device: torch.device) -> torch.dtype | None:
     """float16 autocast + GradScaler on CUDA; on CPU off unless asked (then bfloat16).
 
@@ -534,14 +476,6 @@ def _progress(loader: Any, total: int, desc: str, enabled: bool) -> Any:
 
 def _nan_to_zero(x: float) -> float:
     return 0.0 if math.isnan(x) else float(x)
-
-
-def _epoch_line(row: dict[str, Any], epochs: int) -> str:
-    losses = " ".join(f"{k} {row[f'train/{k}_loss']:.3f}" for k in LOSS_NAMES)
-    val = ""
-    if row["val/map50_95"] is not None:
-        val = f"  mAP50-95 {row['val/map50_95']:.4f} mAP50 {row['val/map50']:.4f}"
-    return f"epoch {row['epoch']}/{epochs}: {losses}{val}  ({row['time']:.0f} s)"
 
 
 def _quiet(*_args: Any, **_kwargs: Any) -> None:
