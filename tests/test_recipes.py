@@ -110,6 +110,7 @@ def test_unknown_key_is_refused_naming_key_and_file(tmp_path: Path) -> None:
         ("epochs: 0\n", "epochs must be >= 1"),
         ("imgsz: 100\n", "multiple of 32"),
         ("cos_lr: 1\n", "'cos_lr' must be bool"),
+        ("optimizer: adam\n", "optimizer must be one of SGD, AdamW"),
         ("- a\n- b\n", "mapping"),
         ("lr0: [0.1\n", "not valid YAML"),
     ],

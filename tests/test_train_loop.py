@@ -60,6 +60,22 @@ def test_warmup_ramps_lr_and_momentum_and_bias_lr_falls() -> None:
     assert all(g["momentum"] == pytest.approx(0.937) for g in opt.param_groups)
 
 
+def test_adamw_keeps_the_groups_and_warms_up_its_first_beta() -> None:
+    model = create_model("gelan-t", num_classes=2)
+    opt = build_optimizer(model, lr=0.002, momentum=0.9, weight_decay=5e-4, kind="AdamW")
+    assert isinstance(opt, torch.optim.AdamW)
+    assert [g["weight_decay"] for g in opt.param_groups] == [5e-4, 0.0, 0.0]
+    for g in opt.param_groups:
+        g["initial_lr"] = 0.002
+    apply_warmup(opt, 0, 100, 1.0, bias_lr=0.1, momentum=(0.8, 0.9))
+    assert all(g["betas"] == pytest.approx((0.8, 0.999)) and "momentum" not in g
+               for g in opt.param_groups)
+    apply_warmup(opt, 100, 100, 1.0, bias_lr=0.1, momentum=(0.8, 0.9))
+    assert all(g["betas"] == pytest.approx((0.9, 0.999)) for g in opt.param_groups)
+    with pytest.raises(ValueError, match="SGD, AdamW"):
+        build_optimizer(model, lr=0.01, momentum=0.9, weight_decay=0.0, kind="Adam")
+
+
 def test_a_warmup_longer_than_half_the_schedule_is_cut_to_a_third() -> None:
     assert fit_warmup(100, 40) == 13  # the README's quick start would never leave warm-up
     assert fit_warmup(20, 40) == 20 and fit_warmup(0, 40) == 0  # a normal run keeps its own

@@ -19,6 +19,7 @@ from ..cli_args import (
     positive_float,
     positive_int,
 )
+from .config import OPTIMIZERS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     h.add_argument("--nbs", type=positive_int, help="nominal batch for gradient accumulation (64)")
     h.add_argument("--lr0", "--lr", dest="lr0", type=positive_float, help="initial learning rate")
     h.add_argument("--lrf", type=positive_float)
+    h.add_argument("--optimizer", choices=OPTIMIZERS,
+                   help="SGD (reference schedule) or AdamW (few updates: small data, short runs)")
     h.add_argument("--cos-lr", dest="cos_lr", action="store_true", default=None)
     h.add_argument("--warmup-epochs", dest="warmup_epochs", type=float)
     h.add_argument("--close-mosaic", dest="close_mosaic", type=non_negative_int)

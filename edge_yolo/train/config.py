@@ -27,6 +27,9 @@ class RecipeError(EdgeYoloError, ValueError):
     """A recipe file or value that cannot be used; the message names the file and the key."""
 
 
+OPTIMIZERS = ("SGD", "AdamW")
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (model, data, schedule, optimizer, runtime)."""
@@ -46,6 +49,7 @@ class TrainConfig:
     lr0: float = 0.01
     lrf: float = 0.01  # final LR = lr0 * lrf
     cos_lr: bool = False
+    optimizer: str = "SGD"  # "SGD" (nesterov) or "AdamW" (momentum is its beta1)
     momentum: float = 0.937
     weight_decay: float = 5e-4  # at the nominal batch; scaled by batch * accumulate / nbs
     warmup_epochs: float = 3.0
@@ -91,6 +95,7 @@ class TrainConfig:
             (self.nbs >= 1, "nbs must be >= 1"),
             (self.lr0 > 0, "lr0 must be > 0"),
             (0 < self.lrf <= 1, "lrf must be in (0, 1]"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
             (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (self.warmup_epochs >= 0 and self.warmup_min_iters >= 0, "warmup must be >= 0"),

@@ -224,7 +224,7 @@ def _train(
     # ---- optimizer, schedule, mixed precision -----------------------------------------
     accumulate_to = max(round(cfg.nbs / cfg.batch), 1)
     weight_decay = cfg.weight_decay * cfg.batch * accumulate_to / cfg.nbs
-    optimizer = build_optimizer(model, cfg.lr0, cfg.momentum, weight_decay)
+    optimizer = build_optimizer(model, cfg.lr0, cfg.momentum, weight_decay, cfg.optimizer)
     lf = lr_lambda(cfg.epochs, cfg.lrf, cfg.cos_lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lf)
     amp_dtype = _amp_dtype(cfg.amp, device)

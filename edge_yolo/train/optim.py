@@ -1,4 +1,5 @@
-"""SGD with the three YOLO parameter groups, warmup and the per-epoch LR schedule."""
+"""The optimizer (SGD or AdamW) with the three YOLO parameter groups, warmup and the per-epoch LR
+schedule."""
 
 from __future__ import annotations
 
@@ -9,14 +10,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from .config import OPTIMIZERS
+
 # Group order is part of the checkpoint format (optimizer state is saved by group index).
 WEIGHTS, BN_WEIGHTS, BIASES = 0, 1, 2
 
 
 def build_optimizer(
-    model: nn.Module, lr: float, momentum: float, weight_decay: float
-) -> torch.optim.SGD:
-    """SGD nesterov: conv/linear weights decay; BN weights and all biases do not.
+    model: nn.Module, lr: float, momentum: float, weight_decay: float, kind: str = "SGD"
+) -> torch.optim.Optimizer:
+    """SGD nesterov (or AdamW, ``momentum`` as its beta1): conv/linear weights decay; BN
+    weights and all biases do not.
+
+    SGD is the reference schedule's. AdamW reaches a usable detector in far fewer updates,
+    which is what a from-scratch run on a few hundred images has (the peer tools pick it
+    below ~10k iterations for that reason).
 
     Decaying BN scales and biases only pulls them toward zero, which hurts small models;
     so weight decay applies to the conv/linear weights that carry the features. Any other
@@ -38,6 +46,10 @@ def build_optimizer(
         {"params": bn, "weight_decay": 0.0, "name": "bn_weights"},
         {"params": bias, "weight_decay": 0.0, "name": "biases"},
     ]
+    if kind == "AdamW":
+        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
+    if kind != "SGD":
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {kind!r}")
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
 
 
@@ -82,4 +94,8 @@ def apply_warmup(
     for j, group in enumerate(optimizer.param_groups):
         start = bias_lr if j == BIASES else 0.0
         group["lr"] = float(np.interp(iteration, xp, [start, group["initial_lr"] * epoch_factor]))
-        group["momentum"] = float(np.interp(iteration, xp, list(momentum)))
+        beta1 = float(np.interp(iteration, xp, list(momentum)))
+        if "betas" in group:  # AdamW: momentum is its first beta
+            group["betas"] = (beta1, group["betas"][1])
+        else:
+            group["momentum"] = beta1
