@@ -55,6 +55,7 @@ def third_party_output(verbose: bool = False) -> Iterator[None]:
         ok = isinstance(e, EdgeYoloError)
         raise
     finally:
+        _rebind_handlers(log, sys.__stderr__)
         log.close()
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
@@ -70,3 +71,15 @@ def third_party_output(verbose: bool = False) -> Iterator[None]:
             os.unlink(log_path)
         else:
             print(f"(the converters' own output is kept in {log_path})", file=sys.stderr)
+
+
+def _rebind_handlers(old: object, new: object) -> None:
+    """A library imported during the redirect (absl, through the converters) may have given
+    a logging handler the redirected stream, which is closed afterwards: its next record would
+    end in "--- Logging error --- I/O operation on closed file". Point them at ``new``."""
+    loggers = [logging.getLogger(), *(v for v in logging.root.manager.loggerDict.values()
+                                      if isinstance(v, logging.Logger))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is old:
+                handler.setStream(new)

@@ -51,3 +51,17 @@ def test_a_failure_keeps_the_log_and_names_it(capfd):
         assert "converter: the real reason" in Path(path).read_text()
     finally:
         os.unlink(path)
+
+
+def test_a_handler_a_library_made_during_the_redirect_still_works_afterwards(capfd):
+    """absl, imported by the converters inside the redirect, gives its handler the redirected
+    stream; once that closes, a later record must reach the console, not a "Logging error"."""
+    library = logging.getLogger("a_converter_library")
+    try:
+        with third_party_output():
+            library.addHandler(logging.StreamHandler())  # its stream: sys.stderr right now
+        library.warning("a record after the conversion")
+        err = capfd.readouterr().err
+        assert "Logging error" not in err and "a record after the conversion" in err
+    finally:
+        library.handlers.clear()
