@@ -268,8 +268,31 @@ def test_qat_rpi_exports_full_integer_tflite_from_the_adapted_weights(tmp_path_f
     bundle = Path(export(qat, "rpi", precision="int8", calib=DATA, out=tmp_path, threads=1))
     meta = BundleMeta.read(bundle)
     assert meta.quantization == "full-integer" and meta.extra["quantization_kind"] == "qat"
+    assert "QAT activation quantizers" in meta.extra["activation_ranges"]
     interp = Interpreter(model_path=str(bundle / meta.model_file))
     assert interp.get_input_details()[0]["dtype"] == np.int8
+
+    # The learned activation ranges reach the int8 file: found by value in the float
+    # conversion, nearly every quantizer has its tensor, and each such int8 tensor's scale is
+    # the learned range over 255 levels, not the calibrated one.
+    from edge_yolo.export.tflite import convert_float
+    from edge_yolo.models import ExportModel
+    from edge_yolo.quant.qat_export import tflite_qat_ranges
+    from edge_yolo.runtime.processing import preprocess, read_image
+
+    float_file = convert_float(ExportModel(bake_weights(model)).eval(), rm.IMGSZ)
+    blob = preprocess(read_image(str(rm.raccoon_photos()[0])), rm.IMGSZ)[0]
+    ranges, matched, total = tflite_qat_ranges(model, float_file, blob)
+    assert total > 50 and matched >= 0.9 * total
+    scales = {t["name"]: t["quantization_parameters"]["scales"]
+              for t in interp.get_tensor_details() if t["dtype"] == np.int8}
+    learned = [scales[name][0] == pytest.approx((max(high, 0) - min(low, 0)) / 255, rel=0.02)
+               for name, (low, high) in ranges.items()
+               if name in scales and scales[name].size == 1]
+    # a few tensors share their neighbour's scale (the quantizer's own constraints, e.g. around
+    # a concatenation); the rest carry exactly the learned range
+    print(f"{sum(learned)} of {len(learned)} matched int8 tensors carry the learned scale")
+    assert len(learned) >= 0.5 * len(ranges) and sum(learned) >= 0.7 * len(learned)
 
 
 def test_a_stale_extension_build_lock_is_cleared_and_said(tmp_path, monkeypatch):

@@ -145,6 +145,9 @@ TARGETS: dict[str, TargetSpec] = {
             Option("calib_threads", "--calib-threads",
                    "int8: threads of the calibration interpreter (default all cores)",
                    positive_int),
+            Option("qat_ranges", "--calibrated-qat-ranges",
+                   "int8 from a QAT checkpoint: calibrate every activation range instead of "
+                   "carrying the learned ones", bool, negate=True),
         ),
     ),
 }

@@ -15,7 +15,8 @@ rewrite, so the graph gains no transpose) and a signature whose outputs are name
   QAT checkpoint, the converter gets the QAT-adapted weights baked onto their int8 grid
   (:func:`edge_yolo.quant.qat_export.bake_weights`) and quantizes them the same way: per-channel
   symmetric scales put the fine-tuned values back on (nearly) the grid they were trained on;
-  the activation ranges are calibrated as for PTQ.
+  every activation tensor that a QAT quantizer covers takes its learned range (found by value:
+  tensor names do not survive the conversion), and only the others are calibrated.
 
 Both quantizations are ai-edge-quantizer's, driven from :mod:`edge_yolo.quant.ptq`; this
 module converts, checks and packages.
@@ -66,6 +67,10 @@ class TFLiteOptions:
     calib_ranges: str = "minmax"
     #: threads of the calibration interpreter (None: all cores)
     calib_threads: int | None = None
+    #: from a QAT checkpoint: activation tensors take the ranges QAT learned (matched by value,
+    #: :func:`edge_yolo.quant.qat_export.tflite_qat_ranges`); the rest are calibrated.
+    #: False calibrates every range, as for PTQ.
+    qat_ranges: bool = True
 
     def __post_init__(self) -> None:
         if self.calib_ranges not in TFLITE_RANGES:
@@ -226,12 +231,16 @@ class TFLiteExporter(Exporter):
             raise ExportError(f"litert-torch could not convert {job.model_name}: {e}") from e
         timings = {"convert_s": round(time.perf_counter() - t0, 2)}
         io_note = ""
+        ranges_note: dict[str, str] = {}
         if job.precision == "fp16":
             t1 = time.perf_counter()
             model = quantize_tflite_fp16_weights(model)
             timings["quantize_s"] = round(time.perf_counter() - t1, 2)
         elif job.precision == "int8":
             t1 = time.perf_counter()
+            overrides = None
+            if job.qat is not None and opts.qat_ranges:
+                overrides, ranges_note["activation_ranges"] = self._qat_ranges(job, model)
             model = quantize_tflite_full_integer(
                 model,
                 job.calibration(),
@@ -241,6 +250,7 @@ class TFLiteExporter(Exporter):
                 exact_input_range=opts.exact_input_range,
                 threads=opts.calib_threads,
                 float_regexes=tflite_regexes(job.float_blocks),
+                range_overrides=overrides,
             )
             timings["quantize_s"] = round(time.perf_counter() - t1, 2)
             io_note = ", int8: real = (q - zero_point) * scale"
@@ -272,9 +282,32 @@ class TFLiteExporter(Exporter):
                 "signature": SIGNATURE,
                 "ops": ops,
                 "tflite_options": options_dict(opts),
+                **ranges_note,
                 **timings,
             },
         )
+
+    @staticmethod
+    def _qat_ranges(job: ExportJob, float_model: bytes) -> tuple[dict[str, tuple[float, float]],
+                                                                   str]:
+        """The QAT model's learned activation ranges by TFLite tensor, matched on a
+        calibration image; refused when none match (the converter changed beyond recognition,
+        and calibrated ranges would silently replace what QAT learned)."""
+        from ..quant.qat_export import tflite_qat_ranges
+        from ..runtime.processing import preprocess
+
+        blob = preprocess(job.calibration().images[0], job.imgsz)[0]
+        ranges, matched, total = tflite_qat_ranges(job.yolo, float_model, blob)
+        if not ranges:
+            raise ExportError(
+                "no TFLite activation tensor matched a QAT quantizer's input, so the learned "
+                "ranges cannot be carried over; export with calibrated ranges only through "
+                "TFLiteOptions(qat_ranges=False)"
+            )
+        note = (f"the learned ranges of {matched} of {total} QAT activation quantizers, on "
+                f"{len(ranges)} tensors; the other tensors calibrated")
+        LOGGER.info("TFLite int8 from QAT: %s", note)
+        return ranges, note
 
     @staticmethod
     def _check_full_integer(model: bytes, ops: dict[str, int]) -> None:

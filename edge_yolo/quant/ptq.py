@@ -17,7 +17,7 @@ non-negative tensors (after SiLU) are unsigned, i.e. uint8 Q/DQ, which is not th
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -205,9 +205,13 @@ def quantize_tflite_full_integer(
     exact_input_range: bool = True,
     threads: int | None = None,
     float_regexes: Sequence[str] = (),
+    range_overrides: Mapping[str, tuple[float, float]] | None = None,
 ) -> bytes:
     """Static int8 quantization with ai-edge-quantizer: int8 weights (per channel),
     activations (per tensor), input and outputs, calibrated on NHWC blobs.
+
+    ``range_overrides`` replaces the calibrated ``(min, max)`` of the tensors it names: a QAT
+    model's learned activation ranges (:func:`edge_yolo.quant.qat_export.tflite_qat_ranges`).
 
     ``exact_input_range`` pins the input range to [0, 1] instead of the calibrated one, so its
     scale is exactly 1/255 with zero point -128: a letterboxed 8-bit pixel ``p`` enters the
@@ -235,6 +239,11 @@ def quantize_tflite_full_integer(
     )
     calibrate.calibrate({signature: calib.signature_feed(input_name, imgsz)}, manager)
     result = calibrate.get_model_qsvs()
+    for name, (low, high) in (range_overrides or {}).items():
+        if name in result:
+            ref = result[name]["min"]
+            result[name] = {**result[name], "min": np.full_like(ref, low),
+                            "max": np.full_like(ref, high)}
     if exact_input_range:
         name = Interpreter(model_content=float_model).get_input_details()[0]["name"]
         if name not in result:

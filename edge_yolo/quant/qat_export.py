@@ -174,3 +174,74 @@ def bake_weights(model: YOLO) -> YOLO:
             baked[key] = q.quantize(baked[key], execute_traced_op_as_identity=False).detach()
     ckpt = {"config": asdict(model.config), "state_dict": baked, "fused": True}
     return model_from_checkpoint(ckpt, "<baked QAT weights>").eval()
+
+
+def tflite_qat_ranges(model: YOLO, float_tflite: bytes, blob: np.ndarray, *,
+                      tolerance: float = 1e-3) -> tuple[dict[str, tuple[float, float]], int, int]:
+    """The QAT model's learned activation ranges, by the TFLite tensor each one belongs to.
+
+    TFLite's converter quantizes by itself, so a QAT model reaches it as float weights (baked
+    on their grid) plus calibration. This carries the other half of what QAT learned, the
+    activation ranges: every activation quantizer's input is computed in torch (activation
+    quantizers off, weights fake-quantized: the model the converter was given), every float
+    tensor of ``float_tflite`` on the same NCHW ``blob``, and a quantizer's range goes to each
+    TFLite tensor of the same (NHWC) shape holding the same values (relative error under
+    ``tolerance``). Tensor names do not survive the conversion; values do. A tensor seen by
+    several quantizers gets the union of their ranges. Returns ``{tensor name: (min, max)}``
+    for :func:`edge_yolo.quant.ptq.quantize_tflite_full_integer`'s ``range_overrides``, the
+    number of activation quantizers matched, and their number.
+    """
+    import torch
+    from ai_edge_litert.interpreter import Interpreter
+
+    student = copy.deepcopy(model).eval()
+    weights = {id(q) for _, q in weight_quantizers(student)}
+    seen: dict[str, list[tuple[np.ndarray, float, float]]] = {}
+    handles = []
+    for name, q in quantizers(student):
+        if id(q) in weights:
+            continue
+        low, high = (float(v.detach().reshape(-1)[0]) for v in q.get_input_low_input_high())
+        q.disable_quantization()
+
+        def grab(_module: Any, args: tuple, *, key: str = name, lo: float = low,
+                 hi: float = high) -> None:
+            seen.setdefault(key, []).append((args[0].detach().numpy().copy(), lo, hi))
+
+        handles.append(q.register_forward_pre_hook(grab))
+    with torch.no_grad(), quiet_nncf():
+        student(torch.from_numpy(np.ascontiguousarray(blob)))
+    for h in handles:
+        h.remove()
+
+    interp = Interpreter(model_content=float_tflite, experimental_preserve_all_tensors=True)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    interp.set_tensor(inp["index"], np.ascontiguousarray(blob.transpose(0, 2, 3, 1)))
+    interp.invoke()
+    by_shape: dict[tuple[int, ...], list[tuple[str, np.ndarray]]] = {}
+    for d in interp.get_tensor_details():
+        if d["dtype"] != np.float32 or d["index"] == inp["index"] or len(d["shape"]) != 4:
+            continue
+        try:
+            value = interp.get_tensor(d["index"])
+        except ValueError:  # a constant folded away, or a tensor the runtime did not keep
+            continue
+        by_shape.setdefault(tuple(int(s) for s in d["shape"]), []).append((d["name"], value))
+
+    ranges: dict[str, tuple[float, float]] = {}
+    matched = 0
+    for captures in seen.values():
+        hit = False
+        for x, low, high in captures:
+            if x.ndim != 4:
+                continue
+            nhwc = x.transpose(0, 2, 3, 1)
+            norm = float(np.linalg.norm(nhwc)) or 1.0
+            for tname, value in by_shape.get(nhwc.shape, []):
+                if float(np.linalg.norm(value - nhwc)) / norm < tolerance:
+                    lo, hi = ranges.get(tname, (low, high))
+                    ranges[tname] = (min(lo, low), max(hi, high))
+                    hit = True
+        matched += hit
+    return ranges, matched, len(seen)
