@@ -7,8 +7,10 @@ stale frames dropped, exactly as a live source), or, with ``--unpaced``, frames 
 reader can decode. Printed per bundle: the Detector's ceiling (1000 / its median latency on one
 frame), the loop's FPS and its ratio to min(ceiling, camera FPS), capture-to-result latency in
 the first and last tenth of the run (flat means no queue builds up), dropped frames, and RSS
-after warm-up (3,000 frames through the loop) and at the end. Targets (issue 8): >= 90 % of
-the ceiling; RSS grows < 5 MB over 10,000 frames.
+after warm-up (3,000 frames through the loop) and at the end. Each bundle runs synchronously
+(one frame at a time) and with the backend's own asynchrony (OpenVINO: two infer requests in
+flight), side by side. Targets: >= 90 % of the ceiling and RSS growth < 5 MB over 10,000
+frames (issue 8); asynchronous throughput >= 1.3x synchronous at the same latency (issue 11).
 """
 
 from __future__ import annotations
@@ -47,6 +49,40 @@ def make_video(path: Path, seconds: float, fps: float = 30.0) -> Path:
     return path
 
 
+def measure(det: Detector, video: Path, args: argparse.Namespace, depth: int) -> dict:
+    """The loop over ``args.frames`` frames with ``depth`` frames in flight, after warm-up."""
+    # the stream's own warm-up (reader thread, decoder, the allocator's per-thread arenas)
+    # before memory is compared: measured, OpenVINO's RSS settles within the first 3,000
+    # frames and then stays flat (247.5 MB from 3,000 to 21,000 frames)
+    warm = 0
+    while warm < args.warmup_frames:
+        warm += run_stream(det, FrameReader(str(video), realtime=not args.unpaced),
+                           max_frames=args.warmup_frames - warm, log=lambda _: None,
+                           depth=depth).frames
+    rss0 = rss_mb()
+    done = dropped = 0
+    latency: list[float] = []
+    lat_first: list[float] = []
+    lat_last: list[float] = []
+    t_start = time.perf_counter()
+    while done < args.frames:  # the 20 s file loops until enough frames are done
+        reader = FrameReader(str(video), realtime=not args.unpaced)
+        out = {"video_out": video.with_name("out.mp4"),
+               "jsonl_out": video.with_name("out.jsonl")} if args.write else {}
+        stats = run_stream(det, reader, max_frames=args.frames - done, log=lambda _: None,
+                           depth=depth, **out)
+        if not lat_first:
+            lat_first = stats.latency_ms[: max(1, len(stats.latency_ms) // 10)]
+        lat_last = stats.latency_ms[-max(1, len(stats.latency_ms) // 10):]
+        latency += stats.latency_ms
+        done += stats.frames
+        dropped += stats.dropped
+    return {"fps": done / (time.perf_counter() - t_start), "frames": done, "dropped": dropped,
+            "p50": float(np.median(latency)), "p90": float(np.percentile(latency, 90)),
+            "first": float(np.median(lat_first)), "last": float(np.median(lat_last)),
+            "rss0": rss0, "rss1": rss_mb()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("bundles", nargs="+")
@@ -55,6 +91,12 @@ def main() -> int:
     ap.add_argument("--unpaced", action="store_true", help="decode as fast as possible")
     ap.add_argument("--warmup-frames", type=int, default=3000,
                     help="frames through the loop before memory is compared")
+    ap.add_argument("--write", action="store_true",
+                    help="also draw and write the annotated video and the JSON-lines log, as "
+                         "edge-yolo predict does on a stream")
+    ap.add_argument("--depths", default="1,0",
+                    help="frames in flight to compare: 1 = synchronous, 0 = the backend's own "
+                         "(OpenVINO: asynchronous requests)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         video = make_video(Path(tmp) / "cam.mp4", seconds=20)
@@ -68,37 +110,19 @@ def main() -> int:
                 det(frame)
                 times.append(time.perf_counter() - t0)
             ceiling = 1 / float(np.median(times))
-            # the stream's own warm-up (reader thread, decoder, the allocator's per-thread
-            # arenas) before memory is compared: measured, OpenVINO's RSS settles within the
-            # first 3,000 frames and then stays flat (247.5 MB from 3,000 to 21,000 frames)
-            warm = 0
-            while warm < args.warmup_frames:
-                warm += run_stream(det, FrameReader(str(video), realtime=not args.unpaced),
-                                   max_frames=args.warmup_frames - warm,
-                                   log=lambda _: None).frames
-            rss0 = rss_mb()
-            stats = None
-            done = 0
-            lat_first: list[float] = []
-            lat_last: list[float] = []
-            dropped = 0
-            t_start = time.perf_counter()
-            while done < args.frames:  # the 20 s file loops until enough frames are done
-                reader = FrameReader(str(video), realtime=not args.unpaced)
-                stats = run_stream(det, reader, max_frames=args.frames - done,
-                                   log=lambda _: None)
-                if not lat_first:
-                    lat_first = stats.latency_ms[: max(1, len(stats.latency_ms) // 10)]
-                lat_last = stats.latency_ms[-max(1, len(stats.latency_ms) // 10):]
-                done += stats.frames
-                dropped += stats.dropped
-            seconds = time.perf_counter() - t_start
-            fps = done / seconds
             bound = ceiling if args.unpaced else min(ceiling, 30.0)
-            print(f"{Path(bundle).name}: ceiling {ceiling:.1f} FPS, loop {fps:.1f} FPS "
-                  f"({100 * fps / bound:.0f} % of {bound:.1f}), latency p50 first/last tenth "
-                  f"{np.median(lat_first):.1f}/{np.median(lat_last):.1f} ms, {dropped} dropped, "
-                  f"RSS {rss0:.1f} -> {rss_mb():.1f} MB over {done} frames", flush=True)
+            sync_fps = None
+            for depth in (int(d) for d in args.depths.split(",")):
+                r = measure(det, video, args, depth or det.backend.in_flight)
+                mode = f"depth {depth or det.backend.in_flight}" + (" (sync)" if depth == 1 else "")
+                ratio = "" if sync_fps is None else f", {r['fps'] / sync_fps:.2f}x sync"
+                sync_fps = r["fps"] if depth == 1 else sync_fps
+                print(f"{Path(bundle).name} {mode}: ceiling {ceiling:.1f} FPS, loop "
+                      f"{r['fps']:.1f} FPS ({100 * r['fps'] / bound:.0f} % of {bound:.1f}"
+                      f"{ratio}), latency p50 {r['p50']:.1f} p90 {r['p90']:.1f} ms "
+                      f"(p50 first/last tenth {r['first']:.1f}/{r['last']:.1f}), "
+                      f"{r['dropped']} dropped, RSS {r['rss0']:.1f} -> {r['rss1']:.1f} MB over "
+                      f"{r['frames']} frames", flush=True)
     return 0
 
 

@@ -124,6 +124,27 @@ def test_fp32_raw_outputs_match_torch(root, images, target, precision, backend):
     np.testing.assert_allclose(got_box, want_box, atol=1e-2)
 
 
+@pytest.mark.parametrize(("target", "precision", "backend"), [c for c in FAST])
+def test_stream_gives_what_single_calls_give_in_order(root, images, target, precision, backend):
+    """Detector.stream keeps images in flight (OpenVINO: asynchronous requests) and must still
+    return each image's own detections, in order; stopping early leaves the detector usable."""
+    det = Detector(_bundle(root, target, precision, backend), threads=1, conf=CONF,
+                   backend=backend)
+    want = [det(image) for image in images]
+    items = list(enumerate(images))
+    got = list(det.stream(items, image=lambda item: item[1], depth=3))
+    assert [item[0] for item, _ in got] == list(range(len(images)))
+    for w, (_, g) in zip(want, got):
+        np.testing.assert_array_equal(g.xyxy, w.xyxy)
+        np.testing.assert_array_equal(g.scores, w.scores)
+    if det.backend.name == "openvino":
+        assert det.backend.in_flight == 2
+    early = det.stream(images)
+    next(early)
+    early.close()  # a caller that stops (q pressed, max_frames) with a request still running
+    assert np.array_equal(det(images[0]).scores, want[0].scores)
+
+
 def test_threads_reach_each_runtime(root):
     onnx = Detector(_bundle(root, "onnx", "fp32", None), threads=1).backend
     assert onnx.session.get_session_options().intra_op_num_threads == 1

@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
                     calib = CalibrationSet.load(args.calib or args.data,
                                                 args.calib_size or DEFAULT_SIZE)
                 print(f"fake-quantize {args.weights.name} for {name} in torch ...", flush=True)
-                bundles.append(fake_quant_ptq(args.weights, name, calib))
+                with third_party_output(verbose=args.verbose):  # NNCF's, and JAX's fork warning
+                    bundles.append(fake_quant_ptq(args.weights, name, calib))
         for q, record in qats:
             if record["target"] == name:
                 bundles.append(export_qat(q, record, target))

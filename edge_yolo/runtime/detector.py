@@ -9,12 +9,14 @@ checkpoints.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import cv2
 import numpy as np
@@ -27,6 +29,7 @@ from .bundle import check_files as check_files_against
 from .processing import ImageError
 
 ImageInput = np.ndarray | str | os.PathLike
+T = TypeVar("T")
 
 
 class Detection(NamedTuple):
@@ -300,7 +303,44 @@ class Detector:
         except ImageError as e:
             raise ImageError(f"image {index}: {e}") from None
 
+    def stream(
+        self,
+        items: Iterable[T],
+        *,
+        image: Callable[[T], ImageInput] | None = None,
+        depth: int | None = None,
+    ) -> Iterator[tuple[T, Detections]]:
+        """Detect on each of ``items`` in order, with up to ``depth`` images in flight.
+
+        Where the runtime runs requests asynchronously (OpenVINO: :attr:`Backend.in_flight`
+        infer requests), the next image is pre-processed and submitted while earlier ones are
+        still inferring, and the caller's work on a result (drawing, writing) overlaps the
+        next inference. Results are exactly what :meth:`__call__` gives, yielded in order as
+        ``(item, detections)``; ``image`` picks the image out of an item (default: the item).
+        Other backends run one image at a time, like calling the detector in a loop.
+        """
+        depth = max(1, depth or self.backend.in_flight)
+        pending: collections.deque[tuple[T, _Prepared, Any]] = collections.deque()
+        try:
+            for index, item in enumerate(items):
+                prepared = self._prepare([item if image is None else image(item)], index)
+                pending.append((item, prepared, self.backend.submit(prepared.blob)))
+                if len(pending) >= depth:
+                    item, prepared, handle = pending.popleft()
+                    yield item, self._finish(prepared, self.backend.collect(handle))[0]
+            while pending:
+                item, prepared, handle = pending.popleft()
+                yield item, self._finish(prepared, self.backend.collect(handle))[0]
+        finally:  # the caller stopped early: let the requests still running finish
+            for _, _, handle in pending:
+                with contextlib.suppress(Exception):
+                    self.backend.collect(handle)
+
     def _run_chunk(self, images: list[ImageInput], offset: int) -> list[Detections]:
+        prepared = self._prepare(images, offset)
+        return self._finish(prepared, self.backend.infer(prepared.blob))
+
+    def _prepare(self, images: list[ImageInput], offset: int) -> _Prepared:
         meta = self.meta
         norm = meta.normalization
         t0 = time.perf_counter()
@@ -327,15 +367,21 @@ class Detector:
                 scale=float(norm.get("scale", 1 / 255.0)),
                 mean=norm.get("mean", (0.0, 0.0, 0.0)),
             )
-        t1 = time.perf_counter()
-        box_dist, cls_logits = self.backend.infer(blob)
+        return _Prepared(blob, infos, t0, time.perf_counter())
+
+    def _finish(
+        self, prepared: _Prepared, outputs: tuple[np.ndarray, np.ndarray]
+    ) -> list[Detections]:
+        box_dist, cls_logits = outputs
         t2 = time.perf_counter()
-        n = len(images)
+        infos, n = prepared.infos, len(prepared.infos)
+        t0, t1 = prepared.started, prepared.submitted
         if box_dist.shape[0] != n or cls_logits.shape[0] != n:
             raise BackendError(
                 f"{self.backend.model_path}: {self.backend.name} returned a batch of "
                 f"{box_dist.shape[0]} for {n} images"
             )
+        meta = self.meta
         out = []
         for i, info in enumerate(infos):
             ts = time.perf_counter()
@@ -351,8 +397,18 @@ class Detector:
             )
             timings = {
                 "pre": (t1 - t0) * 1e3 / n,
-                "infer": (t2 - t1) * 1e3 / n,  # a batch's inference time, shared evenly
+                # a batch's inference time, shared evenly; in stream(): submit to result
+                "infer": (t2 - t1) * 1e3 / n,
                 "post": (time.perf_counter() - ts) * 1e3,
             }
             out.append(Detections(xyxy, scores, class_ids, self.names, info.orig_shape, timings))
         return out
+
+
+class _Prepared(NamedTuple):
+    """Images letterboxed into the backend's input, and when that started and ended."""
+
+    blob: np.ndarray
+    infos: list[Any]
+    started: float
+    submitted: float

@@ -9,10 +9,12 @@ for a camera (``realtime=True``: paced at its own frame rate, dropping like a ca
 
 A live source that disconnects or stalls is reported and reopened with bounded, backed-off
 retries (:class:`Retry`). :func:`run_stream` drives a :class:`~edge_yolo.runtime.Detector`
-over a reader: it draws boxes and an FPS/latency overlay, shows a window or, headless, writes
-an annotated video and a JSON-lines log of detections, and stops cleanly on Ctrl-C, SIGTERM,
-``max_frames`` or the end of a file, returning :class:`StreamStats` (frames, FPS, dropped
-frames, reconnects, capture-to-result latency p50/p90).
+over a reader, through the runtime's asynchronous requests where it has them (the next frame
+infers while this one is drawn and written): it draws boxes and an FPS/latency overlay, shows
+a window or, headless, writes an annotated video and a JSON-lines log of detections, and stops
+cleanly on Ctrl-C, SIGTERM, ``max_frames`` or the end of a file, returning
+:class:`StreamStats` (frames, FPS, dropped frames, reconnects, capture-to-result latency
+p50/p90).
 
 Only numpy and OpenCV (Picamera2 when it is installed): this runs on the device.
 """
@@ -27,7 +29,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -299,6 +301,18 @@ def display_problem(build_information: str | None = None) -> str | None:
     return None
 
 
+def detections(detector: Any, frames: Iterable[Frame],
+               depth: int | None = None) -> Generator[tuple[Frame, Any]]:
+    """``(frame, detections)`` in order: through :meth:`Detector.stream` (the runtime's own
+    asynchrony where it has one, ``depth`` frames in flight), or by calling any other
+    image -> detections callable."""
+    if hasattr(detector, "stream"):
+        yield from detector.stream(frames, image=lambda frame: frame.image, depth=depth)
+    else:
+        for frame in frames:
+            yield frame, detector(frame.image)
+
+
 def run_stream(
     detector: Any,
     reader: FrameReader,
@@ -309,9 +323,14 @@ def run_stream(
     max_frames: int = 0,
     log: Callable[[str], None] = print,
     log_every_s: float = 1.0,
+    depth: int | None = None,
 ) -> StreamStats:
     """Detect on every frame the reader hands over until the stream ends, ``max_frames``,
-    q/Esc in the window, Ctrl-C or SIGTERM; the stats of the run."""
+    q/Esc in the window, Ctrl-C or SIGTERM; the stats of the run.
+
+    Frames go through :meth:`Detector.stream`: where the runtime has asynchronous requests
+    (OpenVINO), the next frame infers while this one is drawn and written (``depth`` frames in
+    flight; default the backend's, 1 runs them one at a time)."""
     import cv2
 
     stats = StreamStats()
@@ -331,15 +350,20 @@ def run_stream(
     reader.start()
     t0 = last_log = time.perf_counter()
     fps_smooth = 0.0
-    try:
+
+    def frames() -> Iterator[Frame]:
         while not stop.is_set():
             try:
                 frame = reader.get(timeout=0.2)
             except queue.Empty:
                 continue
             if frame is None:
-                break
-            dets = detector(frame.image)
+                return
+            yield frame
+
+    results = detections(detector, frames(), depth)
+    try:
+        for frame, dets in results:
             done = time.perf_counter()
             latency = (done - frame.captured) * 1e3
             stats.frames += 1
@@ -376,6 +400,7 @@ def run_stream(
     except KeyboardInterrupt:
         stats.stopped_by = "Ctrl-C"
     finally:
+        results.close()  # requests still in flight finish before the reader stops
         reader.stop()
         stats.seconds = time.perf_counter() - t0
         stats.dropped, stats.reconnects = reader.dropped, reader.reconnects

@@ -119,6 +119,21 @@ class Backend(ABC):
         dequantized and transposed to this canonical layout whatever the file stores.
         """
 
+    @property
+    def in_flight(self) -> int:
+        """Images :meth:`submit` may have running at once; 1 where :meth:`infer` blocks."""
+        return 1
+
+    def submit(self, blob: np.ndarray) -> Any:
+        """Start inference on ``blob``; :meth:`collect` with the returned handle gives the
+        outputs. Here it runs to the end at once; a runtime with asynchronous requests
+        (OpenVINO) returns while it computes."""
+        return self.infer(blob)
+
+    def collect(self, handle: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The outputs of a :meth:`submit`, as :meth:`infer` returns them (waits if needed)."""
+        return handle
+
     def check_io(
         self, input_shape: tuple[int, ...], output_shapes: dict[str, tuple[int, ...]]
     ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -65,6 +66,7 @@ class OpenVINOBackend(Backend):
         self.compute_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(
             hint)
         self._outputs = [self.compiled.output(n) for n in OUTPUT_NAMES]
+        self._idle: list[object] = []  # finished asynchronous requests, for reuse (submit)
 
     def _compile(self, model: object) -> object:
         try:
@@ -124,6 +126,38 @@ class OpenVINOBackend(Backend):
     def max_batch(self) -> int:
         return self._batch or 32
 
+    @property
+    def in_flight(self) -> int:
+        return 2  # one request computing while the next is filled and the last read out
+
+    def submit(self, blob: np.ndarray) -> object:
+        """An asynchronous infer request on letterboxed uint8 images (``start_async``); a
+        float blob or an odd batch runs at once through :meth:`infer`."""
+        if blob.dtype != np.uint8 or (self._batch is not None and blob.shape[0] != self._batch):
+            return _Done(self.infer(blob))
+        request = self._idle.pop() if self._idle else self.compiled.create_infer_request()
+        try:
+            request.start_async({0: blob})  # the input is copied: the caller may reuse blob
+        except Exception as e:
+            raise BackendError(
+                f"{self.model_path}: OpenVINO inference failed ({first_line(e)})"
+            ) from e
+        return request
+
+    def collect(self, handle: object) -> tuple[np.ndarray, np.ndarray]:
+        if isinstance(handle, _Done):
+            return handle.outputs
+        try:
+            handle.wait()  # type: ignore[attr-defined]
+            results = handle.results  # type: ignore[attr-defined]
+            box, cls = (np.array(results[o], dtype=np.float32, copy=True) for o in self._outputs)
+        except Exception as e:
+            raise BackendError(
+                f"{self.model_path}: OpenVINO inference failed ({first_line(e)})"
+            ) from e
+        self._idle.append(handle)
+        return box, cls
+
     def infer(self, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if blob.dtype == np.uint8:  # letterboxed images: normalized inside the graph
             request, outputs = self.request, self._outputs
@@ -146,6 +180,10 @@ class OpenVINOBackend(Backend):
         # the request reuses its output buffers: copy before the next call overwrites them
         box, cls = (np.array(result[o], dtype=np.float32, copy=True) for o in outputs)
         return box, cls
+
+
+class _Done(NamedTuple):
+    outputs: tuple[np.ndarray, np.ndarray]
 
 
 def _shape(partial_shape: object) -> tuple[int, ...]:
