@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..contract import INPUT_NAME, OUTPUT_NAMES
+from ..errors import option
 from ..fileio import atomic_write_bytes
 from ..quant.ptq import TFLITE_RANGES, quantize_tflite_fp16_weights, quantize_tflite_full_integer
 from ..quant.sensitivity import tflite_regexes
@@ -301,8 +302,8 @@ class TFLiteExporter(Exporter):
         if not ranges:
             raise ExportError(
                 "no TFLite activation tensor matched a QAT quantizer's input, so the learned "
-                "ranges cannot be carried over; export with calibrated ranges only through "
-                "TFLiteOptions(qat_ranges=False)"
+                "ranges cannot be carried over; calibrate them all with "
+                + option("target_options", {"qat_ranges": False}, flag="--calibrated-qat-ranges")
             )
         note = (f"the learned ranges of {matched} of {total} QAT activation quantizers, on "
                 f"{len(ranges)} tensors; the other tensors calibrated")
