@@ -53,6 +53,11 @@ class SlowDetector:
         return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
                           np.zeros(0, np.int64), ["a"], image.shape[:2], {"infer": 1.0})
 
+    def stream(self, items, *, image, depth=None):
+        """What run_stream calls (Detector.stream's contract): results in order."""
+        for item in items:
+            yield item, self(image(item))
+
 
 def test_a_file_is_read_whole_without_drops(tmp_path):
     video = make_video(tmp_path / "v.mp4", frames=20)

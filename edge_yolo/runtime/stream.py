@@ -29,7 +29,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -301,18 +301,6 @@ def display_problem(build_information: str | None = None) -> str | None:
     return None
 
 
-def detections(detector: Any, frames: Iterable[Frame],
-               depth: int | None = None) -> Generator[tuple[Frame, Any]]:
-    """``(frame, detections)`` in order: through :meth:`Detector.stream` (the runtime's own
-    asynchrony where it has one, ``depth`` frames in flight), or by calling any other
-    image -> detections callable."""
-    if hasattr(detector, "stream"):
-        yield from detector.stream(frames, image=lambda frame: frame.image, depth=depth)
-    else:
-        for frame in frames:
-            yield frame, detector(frame.image)
-
-
 def run_stream(
     detector: Any,
     reader: FrameReader,
@@ -361,7 +349,7 @@ def run_stream(
                 return
             yield frame
 
-    results = detections(detector, frames(), depth)
+    results = detector.stream(frames(), image=lambda frame: frame.image, depth=depth)
     try:
         for frame, dets in results:
             done = time.perf_counter()
