@@ -189,3 +189,35 @@ def test_torchrun_cli_trains_and_rank0_writes_once(tmp_path: Path) -> None:
     assert [r["epoch"] for r in rows] == [1, 2]
     ckpt = torch.load(out / "last.pt", weights_only=True)
     assert ckpt["train"]["epoch"] == 2 and ckpt["train_config"]["batch"] == 4
+
+
+def test_backend_is_nccl_on_cuda_gloo_on_cpu_unless_the_environment_says(monkeypatch) -> None:
+    from edge_yolo.train.distributed import DeviceError, dist_backend
+
+    monkeypatch.delenv("EDGE_YOLO_DIST_BACKEND", raising=False)
+    assert dist_backend(torch.device("cuda", 0)) == "nccl"
+    assert dist_backend(torch.device("cpu")) == "gloo"
+    monkeypatch.setenv("EDGE_YOLO_DIST_BACKEND", "Gloo")  # several ranks on one GPU
+    assert dist_backend(torch.device("cuda", 0)) == "gloo"
+    monkeypatch.setenv("EDGE_YOLO_DIST_BACKEND", "nccl")
+    with pytest.raises(DeviceError, match="nccl needs CUDA"):
+        dist_backend(torch.device("cpu"))
+    monkeypatch.setenv("EDGE_YOLO_DIST_BACKEND", "mpi")
+    with pytest.raises(DeviceError, match="expected nccl or gloo"):
+        dist_backend(torch.device("cpu"))
+
+
+def test_gpu_placement_mistakes_are_named_before_nccl_sees_them(monkeypatch) -> None:
+    from edge_yolo.train import distributed as d
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.delenv("EDGE_YOLO_DIST_BACKEND", raising=False)
+    for key, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(d.DeviceError, match="wants cuda:1, but the machine has 1 GPU"):
+        d.init_distributed("cuda")  # two processes launched on a one-GPU machine
+    # seen on an H200: NCCL's own answer to two ranks on cuda:0 is "invalid usage"
+    with pytest.raises(d.DeviceError, match="NCCL needs one GPU per process.*gloo"):
+        d.init_distributed("cuda:0")

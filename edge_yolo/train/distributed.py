@@ -2,7 +2,9 @@
 
 Launch: ``torchrun --nproc_per_node=N -m edge_yolo train ...``. torchrun sets RANK,
 LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT; we read them here and nowhere else.
-Backend: NCCL on CUDA, gloo on CPU.
+Backend: NCCL on CUDA, gloo on CPU. ``EDGE_YOLO_DIST_BACKEND=gloo`` takes gloo on GPUs too:
+where NCCL is missing (Windows), or to run several ranks on one GPU (``--device cuda:0``),
+which NCCL refuses; that is how a one-GPU machine checks DDP and SyncBN.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ def select_device(requested: str | None, local_rank: int = 0) -> torch.device:
                 f"{option('device', requested)}: CUDA is not available on this machine")
         if device.index is None:
             device = torch.device("cuda", local_rank)
+        if device.index >= (count := torch.cuda.device_count()):
+            raise DeviceError(
+                f"{option('device', requested)}: this process wants cuda:{device.index}, but the "
+                f"machine has {count} GPU(s); launch at most {count} process(es) per machine")
         torch.cuda.set_device(device)
     elif device.type != "cpu":
         raise DeviceError(f"--device {requested}: only cpu and cuda are supported")
@@ -67,16 +73,34 @@ def init_distributed(requested_device: str | None = None) -> DistInfo:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = select_device(requested_device, local_rank)
     if world_size > 1 and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
+        backend = dist_backend(device)
+        if backend == "nccl" and device.index != local_rank:
+            # NCCL refuses two ranks on one GPU with a bare "invalid usage"
+            raise DeviceError(
+                f"{option('device', requested_device)}: under torchrun every process would use "
+                f"{device}, and NCCL needs one GPU per process: give {option('device', 'cuda')} "
+                "(rank r on cuda:r), or set EDGE_YOLO_DIST_BACKEND=gloo to share one GPU")
         dist.init_process_group(
             backend=backend,
             rank=rank,
             world_size=world_size,
-            device_id=device if device.type == "cuda" else None,
+            device_id=device if backend == "nccl" else None,
             # rank 0 evaluates and saves while the others wait at a barrier: allow for it
             timeout=datetime.timedelta(minutes=60),
         )
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+
+
+def dist_backend(device: torch.device) -> str:
+    """NCCL on CUDA, gloo on CPU, unless ``EDGE_YOLO_DIST_BACKEND`` names one."""
+    chosen = os.environ.get("EDGE_YOLO_DIST_BACKEND", "").strip().lower()
+    if not chosen:
+        return "nccl" if device.type == "cuda" else "gloo"
+    if chosen not in ("nccl", "gloo"):
+        raise DeviceError(f"EDGE_YOLO_DIST_BACKEND={chosen}: expected nccl or gloo")
+    if chosen == "nccl" and device.type != "cuda":
+        raise DeviceError("EDGE_YOLO_DIST_BACKEND=nccl needs CUDA devices; on CPU use gloo")
+    return chosen
 
 
 def cleanup() -> None:
