@@ -22,7 +22,7 @@ from edge_yolo.export.tflite import embed_metadata
 from edge_yolo.models import ExportModel, load_model
 from edge_yolo.runtime import BackendError, BundleError, BundleMeta, Detections, processing
 from edge_yolo.runtime.backends import read_metadata as read_embedded
-from edge_yolo.runtime.backends.tflite import TFLiteBackend
+from edge_yolo.runtime.backends.tflite import TFLiteBackend, delegate_coverage
 from edge_yolo.runtime.bundle import META_KEY
 from edge_yolo.runtime.tflite_file import read_metadata as read_tflite_metadata
 
@@ -137,6 +137,17 @@ def test_fp32_file_layout_signature_and_ops(fp32):
     counts = collections.Counter(op["op_name"] for op in ops)
     assert counts["CONV_2D"] > 100 and not counts["DEQUANTIZE"]
     assert meta.extra["ops"] == dict(counts)
+    assert not counts["RESIZE_NEAREST_NEIGHBOR"] and not counts["AVERAGE_POOL_2D"]
+    assert_all_in_xnnpack(fp32)
+
+
+def assert_all_in_xnnpack(bundle) -> None:
+    """The whole graph runs in one XNNPACK partition: no operator falls back to TFLite's own
+    kernels (int8 average pooling and nearest resize did before the export replaced them)."""
+    interp = Interpreter(model_path=str(_model_file(bundle)), num_threads=1)
+    interp.allocate_tensors()
+    partitions, outside = delegate_coverage(interp)
+    assert (partitions, [op["op_name"] for op in outside]) == (1, [])
 
 
 def test_fp32_matches_torch(fp32, torch_model):
@@ -327,6 +338,7 @@ def test_full_integer_int8(tmp_path_factory, fp32, torch_model):
         assert len(w["quantization_parameters"]["scales"]) == w["shape"][0]  # per channel
     assert not [t for t in tensors.values() if t["dtype"] == np.float32]
     assert not any(op["op_name"] == "DEQUANTIZE" for op in ops)
+    assert_all_in_xnnpack(bundle)
     # Agreement with the float model on the photos (they are also the calibration set).
     box_err, score_err = _raw_errors(bundle, torch_model)
     # Measured on the 40-step fitted model: scores mean 2.0e-3, 99th percentile 0.074, max 0.29

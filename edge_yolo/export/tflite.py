@@ -81,8 +81,53 @@ class TFLiteOptions:
             )
 
 
+def xnnpack_form(model: nn.Module) -> nn.Module:
+    """``model`` with the two operators XNNPACK does not run swapped for equal ones it does.
+
+    In the converted int8 gelan-t, 7 of 683 operators ran outside the XNNPACK delegate,
+    splitting the graph into 8 partitions (``benchmarks/bench_tflite_ops.py``): XNNPACK has no
+    int8 AVERAGE_POOL_2D and no RESIZE_NEAREST_NEIGHBOR, so TFLite ran them with its own
+    single-threaded kernels between partitions. The same arithmetic in operators it has:
+    the 2x2 stride-1 average pool of AConv as a depthwise 2x2 convolution with weights 1/4
+    (exact in int8: 1/4 is one per-channel step), the 2x nearest upsample as concatenations
+    and reshapes in NHWC (copies only). In float both are bit-identical to the originals.
+    """
+    import copy
+
+    import torch
+    from torch import nn
+
+    from ..models.layers import AConv
+
+    class DepthwiseMean2x2(nn.Conv2d):
+        def __init__(self, channels: int) -> None:
+            super().__init__(channels, channels, 2, 1, 0, groups=channels, bias=False)
+            nn.init.constant_(self.weight, 0.25)
+            self.requires_grad_(False)
+
+    class NearestUp2(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = x.permute(0, 2, 3, 1)  # NHWC, as the converted graph holds it: no transposes
+            n, h, w, c = y.shape
+            y = torch.cat((y, y), dim=3).reshape(n, h, 2 * w, c)  # each pixel twice in a row
+            y = torch.cat((y, y), dim=2).reshape(n, 2 * h, 2 * w, c)  # each row twice
+            return y.permute(0, 3, 1, 2)
+
+    model = copy.deepcopy(model)
+    for module in list(model.modules()):
+        if isinstance(module, AConv) and isinstance(module.pool, nn.AvgPool2d):
+            conv = module.conv.conv
+            module.pool = DepthwiseMean2x2(conv.in_channels).to(conv.weight.device)
+        for name, child in module.named_children():
+            if (isinstance(child, nn.Upsample) and child.mode == "nearest"
+                    and child.scale_factor in (2, 2.0, (2.0, 2.0))):
+                setattr(module, name, NearestUp2())
+    return model
+
+
 def tflite_form(model: nn.Module) -> nn.Module:
-    """The module litert-torch converts: NHWC ``images`` in, outputs named by a dict."""
+    """The module litert-torch converts: NHWC ``images`` in, outputs named by a dict, and the
+    operators XNNPACK lacks replaced (:func:`xnnpack_form`)."""
     from torch import nn
 
     class NHWCExportModel(nn.Module):
@@ -96,7 +141,7 @@ def tflite_form(model: nn.Module) -> nn.Module:
             # and nc can equal 64, so the runtime maps them by these names, not by shape.
             return {"box_dist": box_dist, "cls_logits": cls_logits}
 
-    return NHWCExportModel(model).eval()
+    return NHWCExportModel(xnnpack_form(model)).eval()
 
 
 def convert_float(model: nn.Module, imgsz: int) -> bytes:

@@ -61,10 +61,11 @@ class AConv(nn.Module):
 
     def __init__(self, c1: int, c2: int) -> None:
         super().__init__()
+        self.pool = nn.AvgPool2d(2, 1, 0, False, True)  # a module, so an exporter can swap it
         self.conv = Conv(c1, c2, 3, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.avg_pool2d(x, 2, 1, 0, False, True))
+        return self.conv(self.pool(x))
 
 
 class RepConvN(nn.Module):

@@ -34,6 +34,37 @@ def _interpreter_class() -> Any:
     return Interpreter
 
 
+def delegate_coverage(interpreter: Any) -> tuple[int, list[dict[str, Any]]]:
+    """How a loaded interpreter runs its graph: (delegate partitions, operators outside them).
+
+    After ``allocate_tensors`` the delegate's partitions appear as ``DELEGATE`` operators
+    beside the original ones. The operators outside are found from the tensors: whatever a
+    partition (or the output) needs that no partition, input or constant provides was made
+    by an operator TFLite runs itself, and so, transitively, were that operator's inputs.
+    Each partition boundary is a hand-over between XNNPACK's threads and TFLite's own,
+    mostly single-threaded, kernels.
+    """
+    ops = interpreter._get_ops_details()
+    partitions = [op for op in ops if op["op_name"] == "DELEGATE"]
+    own = {op["index"]: op for op in ops if op["op_name"] != "DELEGATE"}
+    producer = {t: i for i, op in own.items() for t in op["outputs"]}
+    available = {d["index"] for d in interpreter.get_input_details()}
+    available |= {t for op in own.values() for t in op["inputs"] if t >= 0 and t not in producer}
+    for op in partitions:
+        available |= set(op["outputs"])
+    needed = {t for op in partitions for t in op["inputs"] if t >= 0}
+    needed |= {d["index"] for d in interpreter.get_output_details()}
+    needed -= available
+    outside: set[int] = set()
+    while needed:
+        made_by = producer.get(needed.pop())
+        if made_by is None or made_by in outside:
+            continue
+        outside.add(made_by)
+        needed |= {t for t in own[made_by]["inputs"] if t >= 0 and t not in available}
+    return len(partitions), [own[i] for i in sorted(outside)]
+
+
 class TFLiteBackend(Backend):
     name = "tflite"
     requires = ("ai-edge-litert", "tflite-runtime")
