@@ -260,6 +260,29 @@ def test_preprocess_blob_layout_and_range(raccoon_images):
     np.testing.assert_array_equal(bgr[0, 0], nchw[0, 2])
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    h=st.integers(1, 40),
+    w=st.integers(1, 40),
+    swap=st.booleans(),
+    scale=st.sampled_from([1 / 255, 1.0, 0.017]),
+    mean=st.sampled_from([(0.0, 0.0, 0.0), (123.675, 116.28, 103.53), (0.0, 128.0, 0.0)]),
+    seed=st.integers(0, 2**16),
+)
+def test_blob_is_what_opencv_computes_to_the_bit(batch, h, w, swap, scale, mean, seed):
+    """to_blob replaced cv2.dnn.blobFromImages for speed; the values must not move."""
+    rng = np.random.default_rng(seed)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(batch)]
+    got = processing.to_blob(images, color="RGB" if swap else "BGR", scale=scale, mean=mean)
+    ref = cv2.dnn.blobFromImages(images, scalefactor=scale, mean=mean, swapRB=swap)
+    assert got.dtype == np.float32 and got.shape == (batch, 3, h, w)
+    np.testing.assert_array_equal(got, ref)
+    nhwc = processing.to_blob(images, layout="NHWC", color="RGB" if swap else "BGR",
+                              scale=scale, mean=mean)
+    np.testing.assert_array_equal(nhwc, ref.transpose(0, 2, 3, 1))
+
+
 def test_quantize_dequantize_round_trip():
     x = np.linspace(-1, 1, 101, dtype=np.float32)
     q = processing.quantize(x, 1 / 127, 0, np.int8)
