@@ -188,3 +188,15 @@ def test_yolov9_t_learns_synthetic_shapes_from_scratch(tmp_path: Path) -> None:
     assert losses[-1] < 0.7 * losses[0], losses
     assert result.final is not None and result.final["model"] == "gelan-t"
     assert result.final["map50"] > 0.05, result.final["text"]
+
+
+def test_loader_workers_fit_the_machine(monkeypatch) -> None:
+    from edge_yolo.train.loop import loader_workers
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for cores, on_cpu, on_gpu in [(1, 0, 1), (2, 0, 1), (4, 1, 3), (16, 4, 8), (64, 4, 8)]:
+        monkeypatch.setattr("os.sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+        assert loader_workers(None, cpu) == on_cpu, cores
+        assert loader_workers(None, cuda) == on_gpu, cores
+    assert loader_workers(None, cuda, processes=8) == 7  # 64 cores shared by 8 ranks
+    assert loader_workers(3, cpu) == 3  # asked for: kept

@@ -56,11 +56,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("runtime")
     r.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
     r.add_argument("--workers", type=non_negative_int,
-                   help="data-loading processes per training process")
+                   help="data-loading processes per training process (default: 0 on a CPU of "
+                        "2 cores, more on larger machines and for GPUs)")
     r.add_argument("--seed", type=non_negative_int)
     r.add_argument("--threads", type=positive_int, help="torch CPU threads per process")
     r.add_argument("--sync-bn", dest="sync_bn", action="store_true", default=None)
-    r.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None)
+    r.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision (default: float16 on CUDA; float32 on a CPU, where "
+                        "--amp gives bfloat16: 1.4x faster with AMX, less accurate)")
     r.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     r.add_argument("--no-plots", dest="plots", action="store_false", default=None)
 

@@ -78,7 +78,7 @@ class TrainConfig:
     # runtime
     out: str = "runs/train"
     device: str | None = None  # "cpu", "cuda", "cuda:1"; default: cuda when available
-    workers: int = 2
+    workers: int | None = None  # loader processes per training process; None: for the machine
     seed: int = 0
     deterministic: bool = True
     amp: bool | None = None  # default: on for CUDA, off on CPU (see loop.py)
@@ -103,7 +103,7 @@ class TrainConfig:
             (0 <= self.ema_decay < 1 and self.ema_tau > 0, "ema_decay in [0, 1), ema_tau > 0"),
             (self.close_mosaic >= 0, "close_mosaic must be >= 0"),
             (self.eval_interval >= 0, "eval_interval must be >= 0"),
-            (self.workers >= 0, "workers must be >= 0"),
+            (self.workers is None or self.workers >= 0, "workers must be >= 0"),
             (self.num_classes is None or self.num_classes >= 1, "num_classes must be >= 1"),
         ]
         for ok, message in checks:

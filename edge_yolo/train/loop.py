@@ -174,6 +174,7 @@ def _train(
     if info.is_main and train_set.report:  # truthy when bad data was found and skipped
         log(str(train_set.report))
     batch = cfg.batch // world  # per process
+    workers = loader_workers(cfg.workers, device, world)
     loader = DetectionLoader(
         train_set,
         cfg.imgsz,
@@ -181,7 +182,7 @@ def _train(
         augment=True,
         hyp=augment_config({**cfg.augment, "close_mosaic": cfg.close_mosaic}),
         shuffle=True,
-        workers=cfg.workers,
+        workers=workers,
         seed=cfg.seed,
         rank=rank,
         world_size=world,
@@ -252,7 +253,8 @@ def _train(
     log(
         f"{cfg.model}: {len(train_set)} train images, {len(names)} classes, {world} process(es) on "
         f"{device}, batch {cfg.batch} x accumulate {accumulate_to} (nominal {cfg.nbs}), "
-        f"{nb} iterations/epoch, warmup {n_warmup} iterations, AMP {amp_dtype or 'off'}"
+        f"{nb} iterations/epoch, warmup {n_warmup} iterations, AMP {_dtype_name(amp_dtype)}, "
+        f"{workers} loader worker(s)"
     )
 
     # ---- epochs -----------------------------------------------------------------------
@@ -449,13 +451,33 @@ def load_initial_weights(model: YOLO, path: str | os.PathLike) -> str:
     return str(load_pretrained(model, path))
 
 
-def _amp_dtype(amp: bool | None, device: torch.device) -> torch.dtype | None:
-    """float16 autocast + GradScaler on CUDA; on CPU off unless asked (then bfloat16).
+def loader_workers(requested: int | None, device: torch.device, processes: int = 1) -> int:
+    """Data-loading processes per training process: ``requested``, else one for the machine.
 
-    Measured here (2-core AMD EPYC with avx512_bf16, gelan-t, 128 px, batch 8): bfloat16
-    autocast needs about half the CPU time per step and gives the same loss to 3 decimals,
-    but the first-step gradient of the stem differed by ~15 % in norm; without a full
-    training comparison that is not "accurate", so CPU training defaults to float32.
+    On a CPU the step's torch threads want every core, and a loader process competes with
+    them: on 2 cores (gelan-t, 320 px, batch 8) 0 workers trained at 14.4 images/s, 1 at 13.4
+    and 2 at 13.9, so a CPU of up to 2 cores per process loads in the training process; larger
+    ones get a worker per 4 cores. A GPU leaves the CPU to the loader: all but one core.
+    """
+    if requested is not None:
+        return requested
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    per_process = max(1, cores // max(1, processes))
+    if device.type == "cuda":
+        return max(1, min(8, per_process - 1))
+    return 0 if per_process <= 2 else min(4, per_process // 4)
+
+
+def _amp_dtype(amp: bool | None, device: torch.device) -> torch.dtype | None:
+    """float16 autocast + GradScaler on CUDA; on a CPU off unless asked (then bfloat16).
+
+    On a CPU with AMX (2-core Xeon, yolov9-t, raccoon, 320 px) bfloat16 autocast trained
+    1.4-1.6x faster per step, but two 40-epoch pairs from scratch (seeds 0 and 1, everything
+    else equal) ended 0.051 and 0.070 mAP50-95 below float32 (benchmarks/results/
+    cpu-bf16-training.md), so CPU training stays float32 unless ``--amp`` asks for the speed.
     """
     if amp is None:
         amp = device.type == "cuda"
@@ -464,6 +486,10 @@ def _amp_dtype(amp: bool | None, device: torch.device) -> torch.dtype | None:
     if device.type == "cuda":
         return torch.float16
     return torch.bfloat16
+
+
+def _dtype_name(dtype: torch.dtype | None) -> str:
+    return "off" if dtype is None else str(dtype).removeprefix("torch.")
 
 
 def _progress(loader: Any, total: int, desc: str, enabled: bool) -> Any:

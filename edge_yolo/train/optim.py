@@ -46,11 +46,13 @@ def build_optimizer(
         {"params": bn, "weight_decay": 0.0, "name": "bn_weights"},
         {"params": bias, "weight_decay": 0.0, "name": "biases"},
     ]
+    # foreach: one multi-tensor kernel per group; torch picks it by itself only on CUDA, and
+    # the per-tensor loop over a GELAN's ~700 parameters costs ~2x longer on a CPU
     if kind == "AdamW":
-        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
+        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999), foreach=True)
     if kind != "SGD":
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {kind!r}")
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True, foreach=True)
 
 
 def lr_lambda(epochs: int, lrf: float, cosine: bool) -> Callable[[int], float]:
