@@ -283,6 +283,15 @@ def test_blob_is_what_opencv_computes_to_the_bit(batch, h, w, swap, scale, mean,
     np.testing.assert_array_equal(nhwc, ref.transpose(0, 2, 3, 1))
 
 
+def test_sigmoid_of_very_negative_logits_is_zero_without_a_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = processing.sigmoid(np.array([-1000.0, -90.0, 0.0, 90.0], np.float32))
+    np.testing.assert_array_equal(out, np.array([0.0, 0.0, 0.5, 1.0], np.float32))
+
+
 def test_quantize_dequantize_round_trip():
     x = np.linspace(-1, 1, 101, dtype=np.float32)
     q = processing.quantize(x, 1 / 127, 0, np.int8)
