@@ -283,6 +283,22 @@ def test_blob_is_what_opencv_computes_to_the_bit(batch, h, w, swap, scale, mean,
     np.testing.assert_array_equal(nhwc, ref.transpose(0, 2, 3, 1))
 
 
+@pytest.mark.parametrize("hw", [(720, 1280), (1080, 1920), (750, 1000), (1081, 1921), (4000, 30)])
+def test_strong_reductions_stay_area_averages(hw):
+    """letterbox reaches INTER_AREA's result by exact halvings (faster); same size, same
+    geometry, and within rounding of the one-step area resize."""
+    rng = np.random.default_rng(1)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (*hw, 3), dtype=np.uint8), (0, 0), 3)
+    boxed, info = processing.letterbox(image, 320)
+    assert info.ratio < 1 / 3 and boxed.shape == (320, 320, 3)
+    rw, rh = max(1, round(hw[1] * info.ratio)), max(1, round(hw[0] * info.ratio))
+    direct = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_AREA).astype(np.float32)
+    left, top = int(info.pad[0]), int(info.pad[1])
+    got = boxed[top:top + rh, left:left + rw].astype(np.float32)
+    assert got.shape == direct.shape
+    assert np.abs(got - direct).mean() < 1.0 and np.abs(got - direct).max() <= 8
+
+
 def test_sigmoid_of_very_negative_logits_is_zero_without_a_warning():
     import warnings
 

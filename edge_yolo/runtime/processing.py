@@ -70,8 +70,10 @@ def letterbox(
     if (rw, rh) != (w, h):
         # Bilinear is ~5x cheaper than INTER_AREA at non-integer scales and aliases visibly
         # only for strong reductions, where area averaging is worth its cost.
-        interp = cv2.INTER_AREA if r < 1 / 3 else cv2.INTER_LINEAR
-        image = cv2.resize(image, (rw, rh), interpolation=interp)
+        if r < 1 / 3:
+            image = _area_reduce(image, rw, rh)
+        else:
+            image = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_LINEAR)
     dw, dh = (nw - rw) / 2, (nh - rh) / 2
     top, bottom = round(dh - 0.1), round(dh + 0.1)
     left, right = round(dw - 0.1), round(dw + 0.1)
@@ -81,6 +83,23 @@ def letterbox(
             image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=value
         )
     return image, LetterboxInfo(r, (float(left), float(top)), (h, w), (nh, nw))
+
+
+def _area_reduce(image: np.ndarray, rw: int, rh: int) -> np.ndarray:
+    """INTER_AREA to ``(rw, rh)``, by exact halvings while the image is 2x too big or more.
+
+    OpenCV's area resize has a fast path for an exact factor of 2 only: a 1280x720 frame to
+    320x180 took 0.84 ms in one step and 0.30 in two halvings, within 0.25 grey levels of it
+    on average (rounding between the steps); a 1920x1080 frame took 1.5 ms in one step. The
+    geometry is the same: each halving is exact, and the last step lands on ``(rw, rh)``.
+    """
+    h, w = image.shape[:2]
+    while h % 2 == 0 and w % 2 == 0 and h >= 2 * rh and w >= 2 * rw and (h, w) != (rh, rw):
+        h, w = h // 2, w // 2
+        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    if (w, h) != (rw, rh):
+        image = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_AREA)
+    return image
 
 
 def to_bgr(image: object) -> np.ndarray:
