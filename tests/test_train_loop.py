@@ -191,9 +191,9 @@ def test_yolov9_t_learns_synthetic_shapes_from_scratch(tmp_path: Path) -> None:
 
 
 def test_loader_workers_fit_the_machine(monkeypatch) -> None:
-    from edge_yolo.train.loop import loader_workers
+    from edge_yolo.train.cpu_share import loader_workers
 
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    cpu, cuda = "cpu", "cuda"
     for cores, on_cpu, on_gpu in [(1, 0, 1), (2, 0, 1), (4, 1, 3), (16, 4, 8), (64, 4, 8)]:
         monkeypatch.setattr("os.sched_getaffinity", lambda _pid, n=cores: set(range(n)))
         assert loader_workers(None, cpu) == on_cpu, cores

@@ -38,7 +38,7 @@ from edge_yolo.models.checkpoint import (
 from edge_yolo.models.gelan import YOLO
 
 from .config import TrainConfig, augment_config
-from .cpu_share import CPUShare, threads_for
+from .cpu_share import CPUShare, loader_workers, threads_for
 from .distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed
 from .ema import ModelEMA, unwrap
 from .optim import apply_warmup, build_optimizer, fit_warmup, lr_lambda, warmup_iters
@@ -174,7 +174,7 @@ def _train(
     if info.is_main and train_set.report:  # truthy when bad data was found and skipped
         log(str(train_set.report))
     batch = cfg.batch // world  # per process
-    workers = loader_workers(cfg.workers, device, world)
+    workers = loader_workers(cfg.workers, device.type, world)
     loader = DetectionLoader(
         train_set,
         cfg.imgsz,
@@ -449,26 +449,6 @@ def load_initial_weights(model: YOLO, path: str | os.PathLike) -> str:
     from .pretrained import load_pretrained
 
     return str(load_pretrained(model, path))
-
-
-def loader_workers(requested: int | None, device: torch.device, processes: int = 1) -> int:
-    """Data-loading processes per training process: ``requested``, else one for the machine.
-
-    On a CPU the step's torch threads want every core, and a loader process competes with
-    them: on 2 cores (gelan-t, 320 px, batch 8) 0 workers trained at 14.4 images/s, 1 at 13.4
-    and 2 at 13.9, so a CPU of up to 2 cores per process loads in the training process; larger
-    ones get a worker per 4 cores. A GPU leaves the CPU to the loader: all but one core.
-    """
-    if requested is not None:
-        return requested
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    per_process = max(1, cores // max(1, processes))
-    if device.type == "cuda":
-        return max(1, min(8, per_process - 1))
-    return 0 if per_process <= 2 else min(4, per_process // 4)
 
 
 def _amp_dtype(amp: bool | None, device: torch.device) -> torch.dtype | None:
