@@ -216,8 +216,10 @@ def test_gpu_placement_mistakes_are_named_before_nccl_sees_them(monkeypatch) -> 
     monkeypatch.delenv("EDGE_YOLO_DIST_BACKEND", raising=False)
     for key, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
         monkeypatch.setenv(key, value)
-    with pytest.raises(d.DeviceError, match="wants cuda:1, but the machine has 1 GPU"):
+    with pytest.raises(d.DeviceError, match="wants cuda:1, but the machine has 1 GPU.*at most 1"):
         d.init_distributed("cuda")  # two processes launched on a one-GPU machine
+    with pytest.raises(d.DeviceError, match="wants cuda:3.*use cuda:0 to cuda:0"):
+        d.select_device("cuda:3")
     # seen on an H200: NCCL's own answer to two ranks on cuda:0 is "invalid usage"
     with pytest.raises(d.DeviceError, match="NCCL needs one GPU per process.*gloo"):
         d.init_distributed("cuda:0")

@@ -63,7 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--sync-bn", dest="sync_bn", action="store_true", default=None)
     r.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision (default: float16 on CUDA; float32 on a CPU, where "
-                        "--amp gives bfloat16: 1.4x faster with AMX, less accurate)")
+                        "--amp gives bfloat16: 1.35x faster with AMX, less accurate)")
     r.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     r.add_argument("--no-plots", dest="plots", action="store_false", default=None)
 

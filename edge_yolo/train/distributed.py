@@ -54,12 +54,15 @@ def select_device(requested: str | None, local_rank: int = 0) -> torch.device:
         if not torch.cuda.is_available():
             raise DeviceError(
                 f"{option('device', requested)}: CUDA is not available on this machine")
-        if device.index is None:
+        per_rank = device.index is None
+        if per_rank:
             device = torch.device("cuda", local_rank)
         if device.index >= (count := torch.cuda.device_count()):
+            fix = (f"launch at most {count} process(es) per machine" if per_rank
+                   else f"use cuda:0 to cuda:{count - 1}")
             raise DeviceError(
                 f"{option('device', requested)}: this process wants cuda:{device.index}, but the "
-                f"machine has {count} GPU(s); launch at most {count} process(es) per machine")
+                f"machine has {count} GPU(s); {fix}")
         torch.cuda.set_device(device)
     elif device.type != "cpu":
         raise DeviceError(f"--device {requested}: only cpu and cuda are supported")

@@ -454,9 +454,9 @@ def load_initial_weights(model: YOLO, path: str | os.PathLike) -> str:
 def _amp_dtype(amp: bool | None, device: torch.device) -> torch.dtype | None:
     """float16 autocast + GradScaler on CUDA; on a CPU off unless asked (then bfloat16).
 
-    On a CPU with AMX (2-core Xeon, yolov9-t, raccoon, 320 px) bfloat16 autocast trained
-    1.4-1.6x faster per step, but two 40-epoch pairs from scratch (seeds 0 and 1, everything
-    else equal) ended 0.051 and 0.070 mAP50-95 below float32 (benchmarks/results/
+    On a CPU with AMX (2-core Xeon, 320 px, batch 8) the training loop ran 1.34x (gelan-t)
+    and 1.38x (yolov9-t) faster in bfloat16, but two 40-epoch yolov9-t pairs from scratch on
+    raccoon ended 0.051 and 0.070 mAP50-95 below float32 (benchmarks/results/
     cpu-bf16-training.md), so CPU training stays float32 unless ``--amp`` asks for the speed.
     """
     if amp is None:
