@@ -84,13 +84,14 @@ class TFLiteOptions:
 def xnnpack_form(model: nn.Module) -> nn.Module:
     """``model`` with the two operators XNNPACK does not run swapped for equal ones it does.
 
-    In the converted int8 gelan-t, 7 of 683 operators ran outside the XNNPACK delegate,
+    In the converted int8 gelan-t, 7 of 684 operators ran outside the XNNPACK delegate,
     splitting the graph into 8 partitions (``benchmarks/bench_tflite_ops.py``): XNNPACK has no
     int8 AVERAGE_POOL_2D and no RESIZE_NEAREST_NEIGHBOR, so TFLite ran them with its own
     single-threaded kernels between partitions. The same arithmetic in operators it has:
     the 2x2 stride-1 average pool of AConv as a depthwise 2x2 convolution with weights 1/4
-    (exact in int8: 1/4 is one per-channel step), the 2x nearest upsample as concatenations
-    and reshapes in NHWC (copies only). In float both are bit-identical to the originals.
+    (exact in int8: a per-channel scale of 1/508 puts 1/4 at 127), the 2x nearest upsample
+    as concatenations and reshapes in NHWC (copies only). In float both are bit-identical to
+    the originals.
     """
     import copy
 
