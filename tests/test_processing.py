@@ -62,6 +62,58 @@ def test_letterbox_rectangular_target_and_boxes_map_back_exactly():
     np.testing.assert_allclose(processing.scale_boxes(net, info), orig, atol=1e-4)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    h=st.integers(1, 1400),
+    w=st.integers(1, 1400),
+    channels=st.sampled_from([None, 1, 3, 4]),
+    size=st.sampled_from([32, 96, 160, (128, 224), 320]),
+    scaleup=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_letterbox_into_a_batch_slot_is_letterbox(h, w, channels, size, scaleup, seed):
+    """The Detector letterboxes each image straight into its slot of the batch (a strided
+    view of a larger buffer, full of stale pixels): the slot must end up exactly what
+    letterbox() returns, borders included, and nothing outside the slot may change."""
+    rng = np.random.default_rng(seed)
+    shape = (h, w) if channels is None else (h, w, channels)
+    image = rng.integers(0, 256, shape, dtype=np.uint8)
+    expected, info = processing.letterbox(image, size, scaleup=scaleup, color=7)
+    nh, nw = expected.shape[:2]
+    batch = rng.integers(0, 256, (3, nh + 2, nw + 5, *shape[2:]), dtype=np.uint8)
+    before = batch.copy()
+    slot = batch[1, 1 : 1 + nh, 2 : 2 + nw]
+    assert processing.letterbox_into(image, slot, scaleup=scaleup, color=7) == info
+    np.testing.assert_array_equal(slot, expected)
+    outside = np.ones(batch.shape[:3], bool)
+    outside[1, 1 : 1 + nh, 2 : 2 + nw] = False
+    np.testing.assert_array_equal(batch[outside], before[outside])
+    # the image sits where ratio and pad say, the rest is the pad colour
+    left, top = int(info.pad[0]), int(info.pad[1])
+    rw, rh = max(1, round(w * info.ratio)), max(1, round(h * info.ratio))
+    border = np.ones((nh, nw), bool)
+    border[top : top + rh, left : left + rw] = False
+    assert (expected[border] == 7).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(0, 20),
+    ratio=st.floats(0.05, 4.0),
+    pad=st.tuples(st.integers(0, 200), st.integers(0, 200)),
+    seed=st.integers(0, 2**16),
+)
+def test_scale_boxes_is_the_inverse_letterbox_map_clipped(n, ratio, pad, seed):
+    rng = np.random.default_rng(seed)
+    boxes = (rng.random((n, 4)) * 900 - 100).astype(np.float32)
+    info = LetterboxInfo(ratio, (float(pad[0]), float(pad[1])), (480, 640), (640, 640))
+    offset = np.array([pad[0], pad[1], pad[0], pad[1]], np.float32)
+    ref = ((boxes - offset) / np.float32(ratio)).clip(0, [640, 480, 640, 480])
+    out = processing.scale_boxes(boxes, info)
+    assert out.dtype == np.float32 and out.shape == (n, 4)
+    np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-4)
+
+
 def test_scale_boxes_clips_to_the_image():
     info = LetterboxInfo(ratio=0.5, pad=(0.0, 40.0), orig_shape=(480, 640), new_shape=(320, 320))
     out = processing.scale_boxes(np.array([[-10, 20, 400, 300]], np.float32), info)

@@ -343,25 +343,24 @@ class Detector:
     def _prepare(self, images: list[ImageInput], offset: int) -> _Prepared:
         meta = self.meta
         norm = meta.normalization
+        pad = int(norm.get("pad_value", processing.PAD_VALUE))
         t0 = time.perf_counter()
-        boxed, infos = [], []
+        # The runtime normalizes the uint8 images itself: each one is letterboxed straight
+        # into the batch and pre-processing ends there. Otherwise the float blob is made from
+        # the letterboxed images.
+        batch = np.empty((len(images), *self.imgsz, 3), np.uint8)
+        infos = []
         for i, image in enumerate(images):
             try:
-                img, info = processing.letterbox(
-                    self._load(image, offset + i),
-                    self.imgsz,
-                    color=int(norm.get("pad_value", processing.PAD_VALUE)),
-                    strict=True,
-                )
+                infos.append(processing.letterbox_into(
+                    self._load(image, offset + i), batch[i], color=pad, strict=True))
             except ImageError as e:
                 raise ImageError(f"image {offset + i}: {e}") from None
-            boxed.append(img)
-            infos.append(info)
-        if self.backend.takes_uint8:  # the runtime normalizes: pre-processing ends here
-            blob = np.stack(boxed)
+        if self.backend.takes_uint8:
+            blob = batch
         else:
             blob = processing.to_blob(
-                boxed,
+                list(batch),
                 layout=meta.layout,
                 color=meta.color,
                 scale=float(norm.get("scale", 1 / 255.0)),

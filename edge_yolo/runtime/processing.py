@@ -56,8 +56,23 @@ def letterbox(
     refuses instead (:class:`ImageError`) an image so thin that its short side would shrink
     below one pixel: nothing of it would be left to detect (what the ``Detector`` does).
     """
-    h, w = image.shape[:2]
     nh, nw = _as_hw(new_shape)
+    out = np.empty((nh, nw, *image.shape[2:]), image.dtype)
+    return out, letterbox_into(image, out, color=color, scaleup=scaleup, strict=strict)
+
+
+def letterbox_into(
+    image: np.ndarray,
+    out: np.ndarray,
+    color: int = PAD_VALUE,
+    scaleup: bool = True,
+    strict: bool = False,
+) -> LetterboxInfo:
+    """:func:`letterbox` written into ``out`` (``(H, W[, C])``, e.g. one image of a batch):
+    the resize lands straight in its place and only the borders are filled, so a batch is
+    built without an intermediate image per frame and a copy of each into the batch."""
+    h, w = image.shape[:2]
+    nh, nw = out.shape[:2]
     r = min(nh / h, nw / w)
     if not scaleup:
         r = min(r, 1.0)
@@ -67,26 +82,29 @@ def letterbox(
             "below one pixel"
         )
     rw, rh = max(1, round(w * r)), max(1, round(h * r))
-    if (rw, rh) != (w, h):
+    dw, dh = (nw - rw) / 2, (nh - rh) / 2
+    top, left = round(dh - 0.1), round(dw - 0.1)
+    inner = out[top : top + rh, left : left + rw]
+    if (rw, rh) == (w, h):
+        inner[...] = image
+    elif r < 1 / 3:
         # Bilinear is ~5x cheaper than INTER_AREA at non-integer scales and aliases visibly
         # only for strong reductions, where area averaging is worth its cost.
-        if r < 1 / 3:
-            image = _area_reduce(image, rw, rh)
-        else:
-            image = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_LINEAR)
-    dw, dh = (nw - rw) / 2, (nh - rh) / 2
-    top, bottom = round(dh - 0.1), round(dh + 0.1)
-    left, right = round(dw - 0.1), round(dw + 0.1)
-    if top or bottom or left or right:
-        value = (color,) * (image.shape[2] if image.ndim == 3 else 1)
-        image = cv2.copyMakeBorder(
-            image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=value
-        )
-    return image, LetterboxInfo(r, (float(left), float(top)), (h, w), (nh, nw))
+        _area_reduce(image, rw, rh, inner)
+    else:
+        _resize_into(image, inner, cv2.INTER_LINEAR)
+    if rh < nh:  # the borders: the bands above and below, then left and right of the image
+        out[:top] = color
+        out[top + rh :] = color
+    if rw < nw:
+        out[top : top + rh, :left] = color
+        out[top : top + rh, left + rw :] = color
+    return LetterboxInfo(r, (float(left), float(top)), (h, w), (nh, nw))
 
 
-def _area_reduce(image: np.ndarray, rw: int, rh: int) -> np.ndarray:
-    """INTER_AREA to ``(rw, rh)``, by exact halvings while the image is 2x too big or more.
+def _area_reduce(image: np.ndarray, rw: int, rh: int, dst: np.ndarray) -> None:
+    """INTER_AREA to ``(rw, rh)`` into ``dst``, by exact halvings while the image is 2x too
+    big or more.
 
     OpenCV's area resize has a fast path for an exact factor of 2 only: a 1280x720 frame to
     320x180 took 0.84 ms in one step and 0.30 in two halvings, within 0.25 grey levels of it
@@ -94,12 +112,20 @@ def _area_reduce(image: np.ndarray, rw: int, rh: int) -> np.ndarray:
     geometry is the same: each halving is exact, and the last step lands on ``(rw, rh)``.
     """
     h, w = image.shape[:2]
-    while h % 2 == 0 and w % 2 == 0 and h >= 2 * rh and w >= 2 * rw and (h, w) != (rh, rw):
+    while h % 2 == 0 and w % 2 == 0 and h >= 2 * rh and w >= 2 * rw:
         h, w = h // 2, w // 2
+        if (w, h) == (rw, rh):
+            break
         image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-    if (w, h) != (rw, rh):
-        image = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_AREA)
-    return image
+    _resize_into(image, dst, cv2.INTER_AREA)
+
+
+def _resize_into(image: np.ndarray, dst: np.ndarray, interpolation: int) -> None:
+    """``cv2.resize`` to ``dst``'s size, written in place (OpenCV takes a strided view as its
+    destination; a layout it cannot write into, e.g. one channel kept as an axis, is copied)."""
+    out = cv2.resize(image, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=interpolation)
+    if out is not dst:
+        dst[...] = out.reshape(dst.shape)
 
 
 def to_bgr(image: object) -> np.ndarray:
@@ -320,12 +346,12 @@ def nms(
 def scale_boxes(boxes: np.ndarray, info: LetterboxInfo) -> np.ndarray:
     """Network-input xyxy -> original-image xyxy, clipped to the image."""
     out = boxes.astype(np.float32, copy=True)
-    out[:, [0, 2]] -= info.pad[0]
-    out[:, [1, 3]] -= info.pad[1]
-    out /= info.ratio
     h, w = info.orig_shape
-    out[:, [0, 2]] = out[:, [0, 2]].clip(0, w)
-    out[:, [1, 3]] = out[:, [1, 3]].clip(0, h)
+    # strided views in place, not fancy-indexed copies: 13 against 23 us for a few boxes
+    for column, pad, limit in ((out[:, 0::2], info.pad[0], w), (out[:, 1::2], info.pad[1], h)):
+        column -= np.float32(pad)
+        column /= np.float32(info.ratio)
+        np.clip(column, 0, limit, out=column)
     return out
 
 
