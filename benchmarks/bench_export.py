@@ -1,8 +1,10 @@
 """Side-by-side latency of every exported artifact of one checkpoint, run by hand.
 
 For each input size: export the checkpoint to every target/precision (timing each export and
-measuring the bundle size), then run the same photo through ``Detector`` on each bundle and on
-the torch checkpoint (eager), with the same thread count, and print one table: end-to-end
+measuring the bundle size), then run the same photo through ``Detector`` on each bundle (each
+in its own process, all loaded at once, their runs interleaved in rounds so the machine's
+drift hits every bundle alike) and on the torch checkpoint (eager), with the same thread
+count, and print one table: end-to-end
 median / p90 and the median pre / infer / post split. Then checks the targets of edge-yolo
 issue 11: OpenVINO INT8 inference against f32 and bf16, and pre+post against inference.
 
@@ -86,17 +88,19 @@ def measure(detector, image: np.ndarray, runs: int, warmup: int) -> dict[str, fl
             "infer": statistics.median(infer), "post": statistics.median(post)}
 
 
-def isolated(bundle: Path, image_file: Path, backend: str | None,
-             args: argparse.Namespace) -> tuple[str, dict[str, float]]:
-    """Measure ``bundle`` in a fresh interpreter (``edge-yolo benchmark``'s own way)."""
-    from edge_yolo.runtime.benchmark import _child
+def isolated(bundles: list[tuple[Path, str | None]], image_file: Path,
+             args: argparse.Namespace) -> list[tuple[str, dict[str, float]]]:
+    """Measure ``(bundle, backend)`` pairs each in a fresh interpreter (``edge-yolo
+    benchmark``'s own way), their runs interleaved in rounds so the machine's drift hits all
+    alike."""
+    from edge_yolo.runtime.benchmark import compare
 
-    r = _child(bundle, argparse.Namespace(runs=args.runs, warmup=args.warmup, image=image_file,
-                                          threads=args.threads, backend=backend, device=None))
-    ms = r["ms"]
-    return r["backend"], {
-        "median": ms["total"], "p90": r["p90_ms"], "pre": ms["pre"], "infer": ms["infer"],
-        "post": ms["post"]}
+    ns = argparse.Namespace(runs=args.runs, warmup=args.warmup, image=image_file,
+                            threads=args.threads, backend=None, device=None, rounds=args.rounds)
+    results = compare([b for b, _ in bundles], ns, [backend for _, backend in bundles])
+    return [(r["backend"], {"median": r["ms"]["total"], "p90": r["p90_ms"],
+                            "pre": r["ms"]["pre"], "infer": r["ms"]["infer"],
+                            "post": r["ms"]["post"]}) for r in results]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="the bundles' runs interleave in this many rounds")
     parser.add_argument("--calib", default=str(PHOTOS), help="calibration images for int8")
     parser.add_argument("--calib-size", type=int, default=32)
     parser.add_argument("--out", type=Path, default=None, help="keep the bundles here")
@@ -160,6 +166,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
                                         threads=args.threads)
         rows.append((imgsz, "torch eager", "fp32", None, None,
                      measure(torch_det, image, args.runs, args.warmup)))
+        del torch_det
+        exported = []  # (target, precision, bundle, export seconds)
         for target, precision in variants:
             t0 = time.perf_counter()
             reused = out / str(imgsz) / f"{model.name}-{target}-{precision}"
@@ -178,15 +186,19 @@ def run(args: argparse.Namespace, work: Path) -> int:
             if args.export_only:
                 print(f"exported {bundle} in {seconds or 0:.1f} s", flush=True)
                 continue
-            backend = "onnxruntime" if target == "jetson" else None  # Q/DQ ONNX off the Jetson
-            if args.in_process:
+            exported.append((target, precision, bundle, seconds))
+        # Q/DQ ONNX off the Jetson runs on onnxruntime
+        runs_on = [(b, "onnxruntime" if t == "jetson" else None) for t, _, b, _ in exported]
+        if args.in_process:
+            measured = []
+            for bundle, backend in runs_on:
                 det = Detector(bundle, threads=args.threads, backend=backend)
-                name, m = f"{target} ({det.backend.name})", measure(det, image, args.runs,
-                                                                     args.warmup)
-            else:
-                name, m = isolated(bundle, image_file, backend, args)
-                name = f"{target} ({name})"
-            rows.append((imgsz, name, precision, seconds, bundle_size(bundle), m))
+                measured.append((det.backend.name, measure(det, image, args.runs, args.warmup)))
+        else:
+            measured = isolated(runs_on, image_file, args) if runs_on else []
+        for (target, precision, bundle, seconds), (backend, m) in zip(exported, measured):
+            rows.append((imgsz, f"{target} ({backend})", precision, seconds,
+                         bundle_size(bundle), m))
 
     header = (f"{'imgsz':>5} {'artifact':<24} {'prec':<5} {'median':>8} {'p90':>8} {'pre':>7} "
               f"{'infer':>8} {'post':>7} {'(pre+post)/infer':>17} {'export s':>9} {'size MB':>8}")

@@ -182,8 +182,10 @@ def test_benchmark_command_runs_bundles_side_by_side(bundle, raccoon_images, tmp
     assert "gelan-t-onnx-fp32" in printed and "second" in printed and "peak MB" in printed
     results = json.loads(out.read_text())["results"]
     assert [Path(r["bundle"]).name for r in results] == [bundle.name, "second"]
+    assert "interleaved rounds" in printed
     for r in results:
-        assert r["runs"] == 3 and r["load_s"] > 0 and r["peak_rss_mb"] > 10
+        # both loaded at once, each in its own process, their 3 runs taken in 3 rounds
+        assert r["runs"] == 3 and r["rounds"] == 3 and r["load_s"] > 0 and r["peak_rss_mb"] > 10
         assert r["p99_ms"] >= r["p90_ms"] >= r["ms"]["total"] * 0.5 > 0
         assert r["ms"]["infer"] < r["ms"]["total"] and r["detections"] >= 1
 
