@@ -313,9 +313,9 @@ class Detector:
         """Detect on each of ``items`` in order, with up to ``depth`` images in flight.
 
         Where the runtime runs requests asynchronously (OpenVINO: :attr:`Backend.in_flight`
-        infer requests), the next image is pre-processed and submitted while earlier ones are
-        still inferring, and the caller's work on a result (drawing, writing) overlaps the
-        next inference. Results are exactly what :meth:`__call__` gives, yielded in order as
+        infer requests, on two streams that each take half the threads), the next image is
+        pre-processed and submitted while earlier ones are still inferring, and the caller's
+        work on a result (drawing, writing) overlaps the next inference. Results are exactly what :meth:`__call__` gives, yielded in order as
         ``(item, detections)``; ``image`` picks the image out of an item (default: the item).
         Other backends run one image at a time, like calling the detector in a loop.
         """

@@ -67,10 +67,11 @@ class OpenVINOBackend(Backend):
             hint)
         self._outputs = [self.compiled.output(n) for n in OUTPUT_NAMES]
         self._idle: list[object] = []  # finished asynchronous requests, for reuse (submit)
+        self._streams: tuple | None = None  # (compiled, outputs) for submit, on demand
 
-    def _compile(self, model: object) -> object:
+    def _compile(self, model: object, config: dict | None = None) -> object:
         try:
-            return self._core.compile_model(model, self._target, self._config)
+            return self._core.compile_model(model, self._target, config or self._config)
         except Exception as e:
             raise BackendError(
                 f"{self.model_path}: OpenVINO cannot compile the model for {self._target} "
@@ -128,14 +129,33 @@ class OpenVINOBackend(Backend):
 
     @property
     def in_flight(self) -> int:
-        return 2  # one request computing while the next is filled and the last read out
+        return 2  # two requests computing together (threads >= 2), or one while one is filled
+
+    def _streamed(self) -> tuple:
+        """The model :meth:`submit` runs: with 2 threads or more, compiled for two streams
+        that each take half the threads, so two frames infer side by side; with one thread,
+        the single-stream model (one frame computes while the next is prepared).
+
+        Measured on 2 cores (gelan-t int8, 320 px, a camera faster than the model): one
+        stream of 2 threads with 2 requests queued gave 1.04x the synchronous loop's frames/s
+        at 1.8x its latency, as the second request only waits; two streams of one thread
+        gave 1.43x at 1.3x its latency. Outputs are bit-identical to the single-stream
+        model's (f32, bf16 and int8 checked): the same kernels, on fewer threads each."""
+        if self._streams is None:
+            compiled = self.compiled
+            if self.threads >= 2:
+                config = {**self._config, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": 2}
+                compiled = self._compile(self._with_preprocessing(self._model.clone()), config)
+            self._streams = (compiled, [compiled.output(n) for n in OUTPUT_NAMES])
+        return self._streams
 
     def submit(self, blob: np.ndarray) -> object:
         """An asynchronous infer request on letterboxed uint8 images (``start_async``); a
         float blob or an odd batch runs at once through :meth:`infer`."""
         if blob.dtype != np.uint8 or (self._batch is not None and blob.shape[0] != self._batch):
             return _Done(self.infer(blob))
-        request = self._idle.pop() if self._idle else self.compiled.create_infer_request()
+        compiled, _ = self._streamed()
+        request = self._idle.pop() if self._idle else compiled.create_infer_request()
         try:
             request.start_async({0: blob})  # the input is copied: the caller may reuse blob
         except Exception as e:
@@ -147,10 +167,11 @@ class OpenVINOBackend(Backend):
     def collect(self, handle: object) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(handle, _Done):
             return handle.outputs
+        _, outputs = self._streamed()
         try:
             handle.wait()  # type: ignore[attr-defined]
             results = handle.results  # type: ignore[attr-defined]
-            box, cls = (np.array(results[o], dtype=np.float32, copy=True) for o in self._outputs)
+            box, cls = (np.array(results[o], dtype=np.float32, copy=True) for o in outputs)
         except Exception as e:
             raise BackendError(
                 f"{self.model_path}: OpenVINO inference failed ({first_line(e)})"
