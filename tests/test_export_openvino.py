@@ -209,6 +209,67 @@ def test_overflow_fix_follows_vnni(tmp_path, flags, setting, want):
     assert resolve_overflow_fix(setting, cpuinfo) == want
 
 
+@pytest.mark.parametrize(
+    ("isa", "want"),
+    [("ALL", True), ("AVX2", False), ("avx512_core", False), ("AVX2_VNNI", True),
+     ("AVX512_CORE_VNNI", True), ("AVX512_CORE_AMX", True)],
+)
+def test_a_onednn_isa_below_vnni_counts_as_no_vnni(tmp_path, monkeypatch, isa, want):
+    """ONEDNN_MAX_CPU_ISA caps the kernels OpenVINO's CPU plugin uses (how this suite runs a
+    VNNI machine as an AVX2-only one): below VNNI, int8 convolutions add in 16 bits."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+    assert cpu_has_vnni(cpuinfo) is want
+    assert resolve_overflow_fix("auto", cpuinfo) == ("disable" if want else "enable")
+
+
+@pytest.mark.parametrize(
+    ("precision", "fix", "vnni", "warns"),
+    [("int8", "disable", False, True), ("int8", "first_layer_only", False, True),
+     ("int8", "disable", True, False), ("int8", "enable", False, False),
+     ("int8", None, False, False), ("fp32", None, False, False)],
+)
+def test_int8_saturation_risk_is_named_where_the_cpu_lacks_vnni(precision, fix, vnni, warns):
+    from types import SimpleNamespace
+
+    from edge_yolo.runtime.cpu import int8_saturation_risk
+
+    extra = {} if fix is None else {"overflow_fix": fix}
+    why = int8_saturation_risk(SimpleNamespace(precision=precision, extra=extra), vnni)
+    assert (why is not None) is warns
+    if warns:
+        assert "--overflow-fix enable" in why and repr(fix) in why
+
+
+@pytest.mark.slow
+def test_an_int8_bundle_without_the_overflow_fix_is_named_on_a_cpu_without_vnni(ckpt, tmp_path):
+    """The same model quantized with and without NNCF's overflow fix, verified on this CPU
+    capped at AVX2 (no VNNI): the one without the fix is named as at risk, by verify and in
+    its README; the one with it computes its references to the bit."""
+    import os
+    import subprocess
+    import sys
+
+    bundles = {}
+    for fix in ("disable", "enable"):
+        bundles[fix] = export(ckpt, "intel", precision="int8", imgsz=IMGSZ,
+                              calib=str(RACCOON_IMAGES), calib_size=4, out=tmp_path / fix,
+                              threads=1, target_options={"overflow_fix": fix})
+        assert BundleMeta.read(bundles[fix]).extra["overflow_fix"] == fix
+    assert "--overflow-fix enable" in (bundles["disable"] / "README.md").read_text()
+    assert "--overflow-fix enable" not in (bundles["enable"] / "README.md").read_text()
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    out = {}
+    for fix, bundle in bundles.items():
+        proc = subprocess.run([sys.executable, "-m", "edge_yolo", "verify", str(bundle),
+                               "--threads", "1"], capture_output=True, text=True, env=env)
+        out[fix] = (proc.returncode, proc.stdout)
+    assert "this CPU has none" in out["disable"][1] and "'disable'" in out["disable"][1]
+    assert out["enable"][0] == 0 and "why it may differ" not in out["enable"][1]
+    assert "score max |diff| 0.00e+00" in out["enable"][1]  # the same kernels' sums, exact
+
+
 def test_overflow_fix_refuses_unknown_setting():
     with pytest.raises(ValueError, match="overflow_fix"):
         resolve_overflow_fix("sometimes")

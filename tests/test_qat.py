@@ -230,6 +230,7 @@ def test_qat_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
 def test_qat_intel_exports_an_int8_ir_with_the_learned_ranges(tmp_path_factory, float_pgi,
                                                               tmp_path):
     from edge_yolo.export import export
+    from edge_yolo.quant.ptq import resolve_overflow_fix
     from edge_yolo.runtime.bundle import BundleMeta
     from edge_yolo.runtime.detector import Detector
     from edge_yolo.runtime.processing import read_image
@@ -239,6 +240,9 @@ def test_qat_intel_exports_an_int8_ir_with_the_learned_ranges(tmp_path_factory, 
     bundle = Path(export(qat, "intel", precision="int8", out=tmp_path, threads=1))
     meta = BundleMeta.read(bundle)
     assert meta.extra["quantization_kind"] == "qat" and meta.extra["fake_quantize_nodes"] > 50
+    # the overflow fix NNCF used, recorded so a CPU without VNNI can say the bundle is at risk
+    assert meta.extra["overflow_fix"] == meta.extra["qat"]["overflow_fix"]
+    assert meta.extra["overflow_fix"] == resolve_overflow_fix("auto")
     im = read_image(str(rm.raccoon_photos()[2]))
     ov = Detector(bundle, threads=1, conf=0.05)(im)
     ref = Detector(qat, threads=1, conf=0.05)(im)

@@ -116,7 +116,7 @@ class ExportJob:
                 "float_blocks": list(self.float_blocks), "mixed_precision": self.mixed_precision}
             return {"quantization_kind": "ptq", **mixed}
         keep = ("target", "variant", "scheme", "source_checkpoint", "source_sha256", "recipe",
-                "calibration", "ignored_scope", "quantizers", "nncf", "start")
+                "calibration", "ignored_scope", "quantizers", "nncf", "start", "overflow_fix")
         return {"quantization_kind": "qat",
                 "qat": {k: self.qat[k] for k in keep if k in self.qat}
                 | {"checkpoint": self.weights.name, "checkpoint_sha256": self.checkpoint_sha256}}

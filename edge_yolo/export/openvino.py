@@ -112,6 +112,8 @@ class OpenVINOExporter(Exporter):
             # the QAT model's fake quantizers convert to FakeQuantize with their learned ranges
             save(model, xml)
             quantization = "qdq"
+            if "overflow_fix" in job.qat:  # QAT checkpoints before this was recorded lack it
+                extra["overflow_fix"] = job.qat["overflow_fix"]
             extra.update(
                 quantized=describe_int8(model),
                 fake_quantize_nodes=sum(
@@ -163,8 +165,17 @@ class OpenVINOExporter(Exporter):
 
     def readme_section(self, meta: BundleMeta, job: ExportJob) -> str:
         threads = job.device.threads if job.device else "N"
+        vnni = ""
+        if meta.precision == "int8" and meta.extra.get("overflow_fix", "enable") != "enable":
+            vnni = (
+                "\n\nQuantized for CPUs with VNNI (AVX512-VNNI, AVX-VNNI or AMX: 11th-gen Core, "
+                "2nd-gen Xeon Scalable and later): NNCF's overflow fix is off, so on an older "
+                "CPU the int8 convolutions can saturate (`edge-yolo verify` fails and says "
+                "why). For such a CPU, export with `--overflow-fix enable`."
+            )
         return (
             "## OpenVINO notes\n"
             f"`Detector(bundle, threads={threads})` compiles for the CPU with "
             "PERFORMANCE_HINT=LATENCY. The IR is `model.xml` + `model.bin` (keep them together)."
+            + vnni
         )

@@ -219,10 +219,15 @@ def qat_record(
     model came from. :func:`restore_quantizers` reads ``nncf_config`` back."""
     from importlib.metadata import version
 
+    from .ptq import resolve_overflow_fix
+
     return {
         "version": QAT_FORMAT_VERSION,
         "target": target,
         "scheme": scheme_for(target).to_dict(),
+        # as quantize_model resolved it here: an intel bundle records it, and a CPU without
+        # VNNI warns about one quantized without it
+        "overflow_fix": resolve_overflow_fix(scheme_for(target).overflow_fix),
         "variant": variant,
         "source_checkpoint": str(source),
         "source_sha256": source_sha256,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -253,6 +254,8 @@ class Detector:
         self.backend = backend
         self.meta = backend.meta
         self.conf, self.iou, self.max_det = conf, iou, max_det
+        if backend.caveat:
+            logging.getLogger(__name__).warning("%s: %s", backend.model_path, backend.caveat)
 
     @property
     def names(self) -> list[str]:
@@ -315,8 +318,9 @@ class Detector:
         Where the runtime runs requests asynchronously (OpenVINO: :attr:`Backend.in_flight`
         infer requests, on two streams that each take half the threads), the next image is
         pre-processed and submitted while earlier ones are still inferring, and the caller's
-        work on a result (drawing, writing) overlaps the next inference. Results are exactly what :meth:`__call__` gives, yielded in order as
-        ``(item, detections)``; ``image`` picks the image out of an item (default: the item).
+        work on a result (drawing, writing) overlaps the next inference. Results are exactly
+        what :meth:`__call__` gives, yielded in order as ``(item, detections)``; ``image``
+        picks the image out of an item (default: the item).
         Other backends run one image at a time, like calling the detector in a loop.
         """
         depth = max(1, depth or self.backend.in_flight)

@@ -74,6 +74,7 @@ class VerifyResult:
     dist_mean_abs_diff: float
     score_tolerance: float
     dist_tolerance: float
+    caveat: str | None = None  # what the backend warned about this machine (e.g. no VNNI)
 
     @property
     def ok(self) -> bool:
@@ -123,7 +124,8 @@ def verify_bundle(
     score_tol, dist_tol = TOLERANCES.get(meta.precision, TOLERANCES["int8"])
     n = sum(len(w[0]) for w in want)
     return VerifyResult(
-        n, agreement["score_max_abs_diff"], agreement["dist_mean_abs_diff"], score_tol, dist_tol
+        n, agreement["score_max_abs_diff"], agreement["dist_mean_abs_diff"], score_tol, dist_tol,
+        det.backend.caveat,
     )
 
 
@@ -145,4 +147,6 @@ def run(args: argparse.Namespace) -> int:
         f"{r.score_max_abs_diff:.2e} (tolerance {r.score_tolerance:g}), box distance mean "
         f"|diff| {r.dist_mean_abs_diff:.2e} strides (tolerance {r.dist_tolerance:g})"
     )
+    if r.caveat:
+        print(f"  why it may differ: {r.caveat}")
     return 0 if r.ok else 1

@@ -32,6 +32,9 @@ class Backend(ABC):
     #: ``(B, H, W, 3)``, and normalizes them inside the runtime: the Detector then skips the
     #: float blob (its cost is most of the pre-processing). A float blob still works.
     takes_uint8: bool = False
+    #: what this runtime on this machine may get wrong with this bundle (one line), or None;
+    #: the Detector logs it at load and ``verify`` prints it
+    caveat: str | None = None
 
     def __init__(
         self,

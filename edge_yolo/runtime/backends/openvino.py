@@ -11,6 +11,7 @@ import numpy as np
 from ...contract import OUTPUT_NAMES
 from ...errors import first_line
 from ..bundle import META_KEY, BundleError
+from ..cpu import int8_saturation_risk
 from .base import Backend, BackendError
 
 
@@ -68,6 +69,7 @@ class OpenVINOBackend(Backend):
         self._outputs = [self.compiled.output(n) for n in OUTPUT_NAMES]
         self._idle: list[object] = []  # finished asynchronous requests, for reuse (submit)
         self._streams: tuple | None = None  # (compiled, outputs) for submit, on demand
+        self.caveat = int8_saturation_risk(self.meta)
 
     def _compile(self, model: object, config: dict | None = None) -> object:
         try:
