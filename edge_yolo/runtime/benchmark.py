@@ -221,8 +221,11 @@ class _Worker:
 
     def send(self, line: str) -> str:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:  # the worker died: answer() raises what it said last
+            pass
         return self.answer()
 
     def close(self) -> None:
