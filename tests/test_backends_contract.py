@@ -164,6 +164,27 @@ def test_openvino_streams_two_frames_side_by_side_with_the_same_results(root, im
     assert sum(len(w) for w in want) > 0  # something was compared
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_tflite_streams_two_frames_on_two_interpreters_with_the_same_results(
+    root, images, precision
+):
+    """With 2 threads, Detector.stream runs TFLite on two interpreters of one thread each,
+    from two worker threads (two frames infer at once): the results stay bit-identical to
+    single calls on the 2-thread interpreter, in order, with more in flight than lanes."""
+    det = Detector(_bundle(root, "rpi", precision, None), threads=2, conf=CONF)
+    want = [det(image) for image in images]
+    assert det.backend.in_flight == 2
+    got = [dets for _, dets in det.stream(images, depth=3)]
+    lanes = det.backend._lanes
+    assert lanes is not None and len(lanes) == 2 and lanes[0][1] is not lanes[1][1]
+    for w, g in zip(want, got, strict=True):
+        np.testing.assert_array_equal(g.xyxy, w.xyxy)
+        np.testing.assert_array_equal(g.scores, w.scores)
+        np.testing.assert_array_equal(g.class_ids, w.class_ids)
+    assert sum(len(w) for w in want) > 0  # something was compared
+
+
 def test_threads_reach_each_runtime(root):
     onnx = Detector(_bundle(root, "onnx", "fp32", None), threads=1).backend
     assert onnx.session.get_session_options().intra_op_num_threads == 1

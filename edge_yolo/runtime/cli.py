@@ -219,8 +219,8 @@ def _run_video(detector, path: Path, args: argparse.Namespace) -> int:
     records, n, t0 = {}, 0, time.perf_counter()
     jsonl = open(args.save_jsonl, "w") if args.save_jsonl else None  # noqa: SIM115
     try:
-        for n, frame in enumerate(frames, 1):  # noqa: B007 (n is the frame count afterwards)
-            dets = detector(frame)
+        # through stream(): the runtime infers the next frames while this one is written
+        for n, (frame, dets) in enumerate(detector.stream(frames), 1):  # noqa: B007
             print(summary_line(f"{path.name} frame {n}", dets))
             records[str(n)] = dets.to_dict()
             if jsonl is not None:

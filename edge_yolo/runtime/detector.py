@@ -315,8 +315,8 @@ class Detector:
     ) -> Iterator[tuple[T, Detections]]:
         """Detect on each of ``items`` in order, with up to ``depth`` images in flight.
 
-        Where the runtime runs requests asynchronously (OpenVINO: :attr:`Backend.in_flight`
-        infer requests, on two streams that each take half the threads), the next image is
+        Where the runtime runs requests asynchronously (:attr:`Backend.in_flight`; OpenVINO on
+        two streams, TFLite on two interpreters, each with half the threads), the next image is
         pre-processed and submitted while earlier ones are still inferring, and the caller's
         work on a result (drawing, writing) overlaps the next inference. Results are exactly
         what :meth:`__call__` gives, yielded in order as ``(item, detections)``; ``image``
