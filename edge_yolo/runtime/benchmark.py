@@ -234,6 +234,11 @@ class _Worker:
         self.proc.wait()
 
 
+# OpenMP and onnxruntime threads spin for a while after a run; a pause between bundles keeps
+# that tail off the next bundle's timings
+_SETTLE_S = 0.05
+
+
 def compare(
     bundles: list[Path], args: argparse.Namespace, backends: list[str | None] | None = None
 ) -> list[dict[str, Any]]:
@@ -259,11 +264,6 @@ def compare(
         finally:
             for worker in workers:
                 worker.close()
-
-
-# OpenMP and onnxruntime threads spin for a while after a run; a pause between bundles keeps
-# that tail off the next bundle's timings
-_SETTLE_S = 0.05
 
 
 def run(args: argparse.Namespace) -> int:

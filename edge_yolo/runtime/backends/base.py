@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -167,6 +167,12 @@ class Backend(ABC):
                     f"{self.model_path}: output {name!r} has shape {list(shape)}, but the metadata "
                     f"({meta.num_classes} classes, {h}x{w} input) implies {channels} x {anchors}"
                 )
+
+
+class Done(NamedTuple):
+    """A :meth:`Backend.submit` that ran to the end at once: ``collect`` returns its outputs."""
+
+    outputs: tuple[np.ndarray, np.ndarray]
 
 
 def default_threads() -> int:

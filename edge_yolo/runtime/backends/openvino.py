@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
@@ -12,7 +11,7 @@ from ...contract import OUTPUT_NAMES
 from ...errors import first_line
 from ..bundle import META_KEY, BundleError
 from ..cpu import int8_saturation_risk
-from .base import Backend, BackendError
+from .base import Backend, BackendError, Done
 
 
 class OpenVINOBackend(Backend):
@@ -155,7 +154,7 @@ class OpenVINOBackend(Backend):
         """An asynchronous infer request on letterboxed uint8 images (``start_async``); a
         float blob or an odd batch runs at once through :meth:`infer`."""
         if blob.dtype != np.uint8 or (self._batch is not None and blob.shape[0] != self._batch):
-            return _Done(self.infer(blob))
+            return Done(self.infer(blob))
         compiled, _ = self._streamed()
         request = self._idle.pop() if self._idle else compiled.create_infer_request()
         try:
@@ -167,7 +166,7 @@ class OpenVINOBackend(Backend):
         return request
 
     def collect(self, handle: object) -> tuple[np.ndarray, np.ndarray]:
-        if isinstance(handle, _Done):
+        if isinstance(handle, Done):
             return handle.outputs
         _, outputs = self._streamed()
         try:
@@ -204,9 +203,6 @@ class OpenVINOBackend(Backend):
         box, cls = (np.array(result[o], dtype=np.float32, copy=True) for o in outputs)
         return box, cls
 
-
-class _Done(NamedTuple):
-    outputs: tuple[np.ndarray, np.ndarray]
 
 
 def _shape(partial_shape: object) -> tuple[int, ...]:

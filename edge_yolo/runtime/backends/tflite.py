@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import cv2
 import numpy as np
@@ -21,7 +21,7 @@ from ...errors import first_line
 from ..bundle import META_KEY, BundleError
 from ..processing import dequantize, quantize
 from ..tflite_file import read_metadata
-from .base import Backend, BackendError
+from .base import Backend, BackendError, Done
 
 SIGNATURE = "serving_default"
 
@@ -254,12 +254,12 @@ class TFLiteBackend(Backend):
         """With 2 threads or more, inference starts on the next lane (:meth:`_lane`) and a
         future comes back; a lane's work runs in order, so any number may be in flight."""
         if self.threads < 2:
-            return _Done(self.infer(blob))
+            return Done(self.infer(blob))
         pool, interp = self._lane()
         return pool.submit(self._run, interp, blob)
 
     def collect(self, handle: Any) -> tuple[np.ndarray, np.ndarray]:
-        return handle.outputs if isinstance(handle, _Done) else handle.result()
+        return handle.outputs if isinstance(handle, Done) else handle.result()
 
     def infer(self, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self._run(self.interpreter, blob)
@@ -308,6 +308,3 @@ class TFLiteBackend(Backend):
             out = out.transpose(0, 2, 1)
         return np.ascontiguousarray(out)
 
-
-class _Done(NamedTuple):
-    outputs: tuple[np.ndarray, np.ndarray]
