@@ -307,4 +307,3 @@ class TFLiteBackend(Backend):
         if out.shape[1] != channels:  # stored anchors-major (B, A, C): bring to (B, C, A)
             out = out.transpose(0, 2, 1)
         return np.ascontiguousarray(out)
-
