@@ -2,8 +2,8 @@
 trained in float through them, the training loop's seam, resumable self-describing
 checkpoints, and each target's export of the QAT model run by its real runtime.
 
-The model is yolov9-t fitted on the six raccoon fixture photos (``runtime_models``); QAT runs
-one short epoch at 160 px on the same photos, one thread."""
+The model is yolov9-t fitted on the six raccoon fixture photos (``runtime_models``); QAT makes
+two updates at 160 px on three of the four training photos (one is held out), one thread."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import torch
 from edge_yolo.cli import main
 
 DATA = str(rm.RACCOON)
-QAT_ARGS = ["--data", DATA, "--epochs", "1", "--imgsz", str(rm.IMGSZ), "--batch", "3",
+QAT_ARGS = ["--data", DATA, "--updates", "2", "--imgsz", str(rm.IMGSZ), "--batch", "3",
             "--calib-size", "6", "--threads", "1", "--workers", "0", "--no-progress"]
 
 
@@ -54,7 +54,7 @@ def test_qat_checkpoint_describes_itself_and_loads_weights_only(qat_jetson, floa
     qat = raw["qat"]
     assert qat["target"] == "jetson" and qat["variant"] == "pgi"
     assert qat["source_sha256"] and Path(qat["source_checkpoint"]) == float_pgi
-    assert qat["calibration"]["num_images"] == 4  # the fixture's train split
+    assert qat["calibration"]["num_images"] == 3  # the fixture's train split less 1 held out
     assert json.loads(qat["nncf_config"])["compression_state"]
     assert qat["quantizers"]["weight_quantizers"] > 50
     # TensorRT's scheme: no asymmetric or unsigned activation quantizer
@@ -114,7 +114,7 @@ def test_qat_jetson_exports_tensorrt_qdq_that_onnxruntime_runs_like_the_torch_mo
     meta = BundleMeta.read(bundle)
     assert meta.extra["quantization_kind"] == "qat"
     assert meta.extra["qat"]["variant"] == "pgi" and meta.extra["qat"]["checkpoint_sha256"]
-    assert meta.calibration is not None and meta.calibration.num_images == 4
+    assert meta.calibration is not None and meta.calibration.num_images == 3
     graph = onnx.load(str(bundle / meta.model_file))
     form = check_tensorrt_qdq(graph)  # int8, zero point 0, per-channel axis 0, standard ops
     assert form["qdq_dequantize_per_channel"] > 50 and form["qdq_dequantize_per_tensor"] > 50
@@ -155,7 +155,7 @@ def test_tensorrt_form_check_refuses_asymmetric_or_unsigned_qdq():
 def test_pgi_variant_needs_a_pgi_checkpoint(tmp_path, tmp_path_factory, capsys):
     gelan = rm.fitted_checkpoint(rm.cache_root(tmp_path_factory))
     code = main(["qat", "--weights", str(gelan), "--target", "intel", "--out",
-                 str(tmp_path / "q"), *QAT_ARGS])
+                 str(tmp_path / "q"), *QAT_ARGS, "--variant", "pgi"])
     err = capsys.readouterr().err
     assert code == 2 and "no PGI branch" in err and "--variant distill" in err
     assert len(err.strip().splitlines()) == 1
@@ -196,9 +196,8 @@ def test_qat_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
 ):
     from edge_yolo.train import loop
 
-    args = ["--data", DATA, "--epochs", "2", "--imgsz", str(rm.IMGSZ), "--batch", "2",
-            "--calib-size", "6", "--threads", "1", "--workers", "0", "--no-progress",
-            "--eval-interval", "0"]
+    args = ["--data", DATA, "--updates", "4", "--imgsz", str(rm.IMGSZ), "--batch", "2",
+            "--calib-size", "3", "--threads", "1", "--workers", "0", "--no-progress"]
     full = tmp_path / "full"
     assert main(["qat", "--weights", str(float_pgi), "--target", "intel", "--out", str(full),
                  *args]) == 0
@@ -207,7 +206,7 @@ def test_qat_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
         pass
 
     def kill_at(updates: int, _model: object) -> None:
-        if updates == 2:  # 4 images, batch 2, accumulated: one step per epoch; so epoch 2
+        if updates == 3:  # 3 training images, batch 2: two updates an epoch; so epoch 2
             raise Killed
 
     real_train = loop.train
@@ -344,3 +343,101 @@ def test_qat_command_line_mistakes_are_one_line(argv, needle, float_pgi, qat_jet
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_qat_counts_its_schedule_in_updates_and_scores_its_start_and_end(qat_jetson):
+    from edge_yolo.data import load_dataset
+    from edge_yolo.data.unlabeled import carve
+
+    run = qat_jetson.parent
+    last = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+    # --updates 2, batch 3, 3 training images: one update an epoch, every batch a step
+    assert last["train"]["ema_updates"] == 2 and last["train"]["epoch"] == 2
+    assert last["train_config"]["nbs"] == last["train_config"]["batch"] == 3
+    assert last["train_config"]["max_updates"] == 2
+    record = torch.load(qat_jetson, map_location="cpu", weights_only=True)["qat"]
+    assert record["updates"] == 2 and record["schedule"]["steps_per_epoch"] == 1
+    held = record["holdout"]
+    assert held["images"] == 1 and record["data"]["labeled"]
+    for stage in ("init", "end"):  # labeled: fidelity to the float model and mAP, both
+        scores = held[stage]
+        assert 0 <= scores["fidelity"] <= 100 and len(scores["fidelity_ci"]) == 2
+        assert 0 <= scores["map50_95"] <= 1 and scores["float_map50_95"] > 0
+    # the start is its own QAT checkpoint: quantizers initialised, no update made
+    init = torch.load(run / "init.pt", map_location="cpu", weights_only=True)
+    assert init["qat"]["stage"] == "init" and init["qat"]["updates"] == 0
+    assert init["qat"]["nncf_config"] == record["nncf_config"]
+    assert json.loads((run / "qat.json").read_text())["updates"] == 2
+    # the held-out photo is the one the seeded carve keeps apart, never trained on
+    rest, out = carve(load_dataset(DATA, "train"), 1, seed=0)
+    assert len(out) == 1 and not set(out.indices) & set(rest.indices)
+
+
+def test_update_count_is_exact_where_an_epoch_has_more_batches(tmp_path, float_pgi):
+    code = main(["qat", "--weights", str(float_pgi), "--target", "jetson", "--out",
+                 str(tmp_path / "q"), "--data", DATA, "--updates", "3", "--batch", "1",
+                 "--imgsz", str(rm.IMGSZ), "--calib-size", "3", "--threads", "1",
+                 "--workers", "0", "--no-progress"])
+    assert code == 0
+    last = torch.load(tmp_path / "q" / "last.pt", map_location="cpu", weights_only=True)
+    # 3 batches an epoch: the run stops after the third update, inside its first epoch
+    assert last["train"]["ema_updates"] == 3 and last["train"]["epoch"] == 1
+
+
+def test_label_free_qat_learns_from_a_folder_of_images_by_distillation(tmp_path, float_pgi,
+                                                                         capsys):
+    folder = tmp_path / "footage"
+    folder.mkdir()
+    for photo in rm.raccoon_photos():  # images only: no labels anywhere
+        shutil.copy(photo, folder / photo.name)
+    args = ["--data", str(folder), "--updates", "2", "--batch", "3", "--imgsz", str(rm.IMGSZ),
+            "--threads", "1", "--workers", "0", "--no-progress", "--target", "intel"]
+    code = main(["qat", "--weights", str(float_pgi), "--out", str(tmp_path / "q"), *args])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "no labels: distillation from the float model alone" in printed
+    record = torch.load(tmp_path / "q" / "best.pt", weights_only=True)["qat"]
+    assert record["variant"] == "distill" and not record["data"]["labeled"]
+    assert record["holdout"]["images"] == 1 and record["updates"] == 2
+    end = record["holdout"]["end"]
+    assert "map50_95" not in end and 0 <= end["fidelity"] <= 100  # no labels: fidelity only
+    # what it learnt from: the distillation terms (box 0, cls, dfl), not a task loss
+    history = json.loads((tmp_path / "q" / "results.json").read_text())["epochs"]
+    assert history[-1]["train/box_loss"] == 0 and history[-1]["train/cls_loss"] > 0
+    assert history[-1]["train/dfl_loss"] > 0
+    # a variant that learns from labels is refused in one line
+    code = main(["qat", "--weights", str(float_pgi), "--out", str(tmp_path / "p"), *args,
+                 "--variant", "pgi"])
+    err = capsys.readouterr().err
+    assert code == 2 and "has no labels" in err and len(err.strip().splitlines()) == 1
+
+
+def test_qat_recipes_refuse_an_epoch_schedule(tmp_path):
+    from edge_yolo.quant.qat import QATError
+    from edge_yolo.quant.qat_run import load_qat_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("epochs: 3\n")
+    with pytest.raises(QATError, match="qat.updates"):
+        load_qat_recipe(recipe, {}, {})
+    recipe.write_text("batch: 4\nqat:\n  accumulate: 2\n  updates: 50\n")
+    cfg, qcfg = load_qat_recipe(recipe, {}, {})
+    assert cfg.nbs == 8 and cfg.max_updates == 50 and qcfg.variant is None
+    cfg, _ = load_qat_recipe(None, {"batch": 8}, {})
+    assert cfg.nbs == 8 and cfg.eval_interval == 0  # no accumulation unless asked
+
+
+@pytest.mark.slow
+def test_the_report_scores_a_qat_run_beside_its_start(qat_jetson, float_pgi, tmp_path, capsys):
+    out = tmp_path / "report"
+    code = main(["report", "--weights", str(float_pgi), "--data", DATA, "--split", "all",
+                 "--qat", str(qat_jetson), "--resamples", "10", "--threads", "1",
+                 "--out", str(out), "--no-progress"])
+    assert code == 0, capsys.readouterr().out
+    rows = {r["name"]: r for r in json.loads((out / "report.json").read_text())["rows"]}
+    init = rows["torch fake-quant jetson int8 QAT init (pgi)"]
+    end = rows["torch fake-quant jetson int8 QAT (pgi, 2 updates)"]
+    assert init["quantization"] == "qat-init" and end["quantization"] == "qat"
+    assert rows["jetson int8 QAT (pgi, 2 updates)"]["backend"] == "onnxruntime"
+    for row in (init, end):
+        assert 0 <= row["fidelity"] <= 100 and row["fidelity_ci"][0] <= row["fidelity_ci"][1]

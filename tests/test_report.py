@@ -59,7 +59,7 @@ def test_agreement_measures_matched_boxes_iou_and_score_error():
 def test_gate_names_the_rows_over_the_limit():
     report = {"rows": [{"name": "base", "delta": 0.0}, {"name": "ok", "delta": -1.0},
                        {"name": "bad", "delta": -2.5}]}
-    assert gate(report, 1.5) == ["bad: 2.50 points > 1.5"]
+    assert gate(report, 1.5) == ["bad: 2.50 mAP50-95 points > 1.5"]
     assert gate(report, 3) == []
 
 
@@ -88,9 +88,30 @@ def test_report_of_an_fp32_export_scores_exactly_the_float_model(bundle, tmp_pat
     assert "onnxruntime" in report["toolchain"] and "PASS" in printed
     assert "| onnx fp32 | onnxruntime |" in (out / "report.md").read_text()
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 3 and "<table>" in page
+    assert page.count("data:image/png;base64,") == 4 and "<table>" in page
     recorded = BundleMeta.read(bundle).accuracy["report"]
     assert recorded["delta"] == 0.0 and recorded["images"] == 6
+    # fidelity to the float model's own boxes: the float model and its fp32 export, exactly 100
+    assert base["fidelity"] == row["fidelity"] == 100.0 and row["fidelity_ci"] == [0.0, 0.0]
+    assert report["fidelity"]["reference_conf"] == 0.25 and report["fidelity"]["images"] == 6
+    assert recorded["fidelity"] == 100.0 and "fidelity" in page
+
+
+def test_fidelity_on_unlabeled_images_and_a_gate_on_it(bundle, tmp_path, capsys,
+                                                        tmp_path_factory):
+    weights = rm.fitted_checkpoint(rm.cache_root(tmp_path_factory))
+    out = tmp_path / "report"
+    code = main(["report", "--weights", str(weights), "--data", DATA, "--bundles", str(bundle),
+                 "--fidelity-data", str(rm.RACCOON / "images"), "--resamples", "10",
+                 "--threads", "1", "--out", str(out), "--max-drop", "0.5", "--gate",
+                 "fidelity", "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["fidelity"]["data"] == str(rm.RACCOON / "images")
+    assert report["fidelity"]["images"] == 6 and report["dataset"]["images"] == 2  # val split
+    assert report["fidelity"]["reference_boxes"] > 0
+    assert "PASS (fidelity): no row drops more than 0.5 fidelity points" in printed
 
 
 @pytest.mark.slow
@@ -105,7 +126,7 @@ def test_the_gate_fails_an_int8_export_that_drops(tmp_path, tmp_path_factory, ca
     row = report["rows"][1]
     assert row["quantization"] == "ptq" and row["calibration"]["num_images"] == 6
     if row["delta"] < -0.01:
-        assert code == 1 and "FAIL: 1 rows drop more than 0.01" in printed
+        assert code == 1 and "FAIL (map): 1 rows drop more than 0.01" in printed
     else:
         assert code == 0
     assert row["delta_ci"][0] <= row["delta"] <= row["delta_ci"][1]

@@ -20,7 +20,7 @@ import numpy as np
 from ..runtime import processing
 from .report import DataReport, DatasetError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = processing.IMAGE_SUFFIXES
 
 
 class ImageReadError(DatasetError):

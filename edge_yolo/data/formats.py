@@ -382,6 +382,19 @@ def spec_kwargs(spec: str | Path, imgsz: int) -> dict[str, Any]:
     return {"imgsz": imgsz} if str(spec).split(":")[0] == "synthetic" else {}
 
 
+def is_dataset_spec(spec: str | Path) -> bool:
+    """A labeled dataset (``synthetic[:N]``, a data YAML / COCO JSON, a dataset folder), as
+    opposed to plain images (a folder, an image file, a video)."""
+    text = str(spec)
+    if text.split(":")[0] == "synthetic":
+        return True
+    path = Path(text)
+    if path.is_file():
+        return path.suffix.lower() in (".yaml", ".yml", ".json")
+    markers = ("annotations", "Annotations", "data.yaml", "dataset.yaml")
+    return path.is_dir() and any((path / m).exists() for m in markers)
+
+
 def load_images(
     source: str | Path, n: int | None = None, *, split: str = "train", seed: int = 0
 ) -> list[np.ndarray]:
@@ -391,16 +404,10 @@ def load_images(
     there are more than ``n`` images, a seeded random subset is taken so calibration covers the
     whole set, not its first files. Unreadable images are skipped with a warning.
     """
-    is_dataset = isinstance(source, str) and source.split(":")[0] == "synthetic"
     path = Path(source)
-    if not is_dataset:
-        if not path.exists():
-            raise DatasetError(f"{path}: image source does not exist")
-        if path.is_file():
-            is_dataset = path.suffix in (".yaml", ".yml", ".json")
-        else:
-            markers = ("annotations", "Annotations", "data.yaml", "dataset.yaml")
-            is_dataset = any((path / m).exists() for m in markers)
+    is_dataset = is_dataset_spec(source)
+    if not is_dataset and not path.exists():
+        raise DatasetError(f"{path}: image source does not exist")
     if is_dataset:
         dataset = load_dataset(source, split)
         order = list(range(len(dataset)))

@@ -24,12 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from .val import EVAL, Collected, collect
+from .fidelity import REFERENCE_CONF
+from .val import EVAL, Collected, collect, resamples_of
 
 #: libraries whose versions a report records (those that produced or ran a row)
 TOOLCHAIN = ("edge-yolo", "torch", "openvino", "nncf", "onnxruntime", "onnx", "ai-edge-litert",
              "ai-edge-quantizer", "litert-torch", "faster-coco-eval", "numpy", "opencv-python")
-AGREEMENT_CONF = 0.25  # the boxes a user sees: agreement is measured on these
+AGREEMENT_CONF = REFERENCE_CONF  # the boxes a user sees: agreement is measured on these
 AGREEMENT_IOU = 0.5
 
 
@@ -53,6 +54,9 @@ class Row:
     delta_map50: float = 0.0
     per_class_delta: dict[str, float] = field(default_factory=dict)
     agreement: dict[str, float] = field(default_factory=dict)
+    #: mAP50-95 x 100 against the float model's own boxes (see edge_yolo.eval.fidelity)
+    fidelity: float = 100.0
+    fidelity_ci: tuple[float, float] = (0.0, 0.0)  # 95 % interval of fidelity - 100
     calibration: dict[str, Any] | None = None
     calibration_method: str | None = None
     float_blocks: list[str] = field(default_factory=list)  # kept in float (mixed precision)
@@ -61,12 +65,6 @@ class Row:
 
 
 # ------------------------------------------------------------------------------ measuring
-
-
-def resamples_of(n: int, resamples: int, seed: int = 0) -> list[np.ndarray]:
-    """The bootstrap's image indices: ``resamples`` draws of n images with replacement."""
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, n, n) for _ in range(resamples)]
 
 
 def baseline_scores(base: Collected, resamples: int, seed: int = 0) -> list[float]:
@@ -254,15 +252,17 @@ def _describe(source: Path | FakeQuant, weights: Path, det: Any) -> dict[str, An
     if Path(source).suffix == ".pt":  # a QAT checkpoint: its fake-quantized torch model
         qat = (det.backend.qat or {}) if hasattr(det.backend, "qat") else {}
         target = qat.get("target", "?")
-        return {"name": f"torch fake-quant {target} int8 QAT ({qat.get('variant')})",
+        init = qat.get("stage") == "init"
+        return {"name": f"torch fake-quant {target} int8 {qat_label(qat)}",
                 "target": target,
-                "precision": "int8", "quantization": "qat" if qat else "float",
+                "precision": "int8",
+                "quantization": ("qat-init" if init else "qat") if qat else "float",
                 "backend": "torch (fake-quant)", "calibration": qat.get("calibration"),
                 "calibration_method": "qat (learned ranges)"}
     kind = meta.extra.get("quantization_kind", "ptq") if meta.precision == "int8" else "float"
     name = f"{meta.target} {meta.precision}" + (f" {kind.upper()}" if kind != "float" else "")
     if kind == "qat":
-        name += f" ({meta.extra.get('qat', {}).get('variant')})"
+        name = name.removesuffix(" QAT") + " " + qat_label(meta.extra.get("qat", {}))
     if meta.extra.get("float_blocks"):
         name += f" +{len(meta.extra['float_blocks'])} float blocks"
     return {"name": name, "target": meta.target, "precision": meta.precision,
@@ -270,6 +270,14 @@ def _describe(source: Path | FakeQuant, weights: Path, det: Any) -> dict[str, An
             "calibration": asdict(meta.calibration) if meta.calibration else None,
             "calibration_method": calibration_method(meta.extra, kind),
             "float_blocks": meta.extra.get("float_blocks") or []}
+
+
+def qat_label(record: dict[str, Any]) -> str:
+    """``QAT (pgi, 300 updates)``, or ``QAT init (pgi)`` for a run's starting point."""
+    if record.get("stage") == "init":
+        return f"QAT init ({record.get('variant')})"
+    updates = record.get("updates")
+    return f"QAT ({record.get('variant')}" + (f", {updates} updates)" if updates else ")")
 
 
 def calibration_method(extra: dict[str, Any], kind: str) -> str | None:
@@ -293,25 +301,34 @@ def build_report(
     bundles: list[Path | FakeQuant],
     *,
     split: str = "val",
+    fidelity_data: str | None = None,
+    max_frames: int = 1000,
     resamples: int = 200,
     threads: int | None = None,
     latency_runs: int = 20,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate the float checkpoint and every other source on ``data``/``split``: bundles,
-    QAT checkpoints (fake-quantized torch) and in-memory :class:`FakeQuant` models. The report
-    as a JSON-ready dict."""
+    QAT checkpoints (fake-quantized torch) and in-memory :class:`FakeQuant` models; and each
+    one's fidelity to the float model on ``fidelity_data`` (a dataset, a folder of images or
+    a video, labels not needed; default: the same images). The report as a JSON-ready dict."""
     from ..data import load_dataset, spec_kwargs
+    from ..data.unlabeled import open_images
     from ..runtime.detector import Detector
+    from .fidelity import measure_all
 
     baseline = Detector(weights, threads=threads)
     imgsz = baseline.imgsz[0]
     dataset = load_dataset(data, split=split, **spec_kwargs(data, imgsz))
+    extra = None if fidelity_data is None else open_images(
+        fidelity_data, list(baseline.names), split=split, imgsz=imgsz, max_frames=max_frames)
     image = dataset[0].image
     runs: list[tuple[Row, Collected]] = []
+    seen: list[Collected] = []  # what fidelity is measured on, per row
     for source in [weights, *bundles]:
         det = _detector(source, weights, baseline, list(baseline.names), threads)
         got = collect(det, dataset, progress=progress)
+        seen.append(got if extra is None else collect(det, extra, progress=progress))
         result = got.evaluate()
         about = _describe(source, weights, det)
         is_file = not isinstance(source, FakeQuant) and Path(source).is_dir()  # a bundle
@@ -326,6 +343,9 @@ def build_report(
     _name_apart([row for row, _ in runs])
     base_row, base = runs[0]
     intervals = bootstrap_intervals(base, [got for _, got in runs[1:]], resamples, threads)
+    fidelities = measure_all(seen[0], seen, resamples, workers=threads)
+    for (row, _), fid in zip(runs, fidelities):
+        row.fidelity, row.fidelity_ci = fid.score, fid.ci
     for (row, got), interval in zip(runs[1:], intervals):
         row.delta = 100 * (row.map50_95 - base_row.map50_95)
         row.delta_map50 = 100 * (row.map50 - base_row.map50)
@@ -341,6 +361,9 @@ def build_report(
                     "skipped": base.skipped, "classes": base.names},
         "settings": EVAL.to_dict(),
         "bootstrap": {"resamples": resamples, "interval": 0.95, "paired_over": "images"},
+        "fidelity": {"data": fidelity_data or f"{data} [{split}]", "images": len(seen[0].paths),
+                     "labels_needed": False, "reference_conf": REFERENCE_CONF,
+                     "reference_boxes": fidelities[0].reference_boxes},
         "host": {"machine": platform.machine(), "processor": platform.processor() or "",
                  "threads": threads},
         "toolchain": toolchain(),
@@ -371,13 +394,28 @@ def empty_where_float_is_confident(base: Collected, other: Collected,
     return n
 
 
-def gate(report: dict[str, Any], max_drop: float) -> list[str]:
-    """Rows whose mAP50-95 drops more than ``max_drop`` points: what fails the gate."""
-    return [f"{r['name']}: {-r['delta']:.2f} points > {max_drop:g}"
-            for r in report["rows"][1:] if -r["delta"] > max_drop and not _diagnostic(r)]
+#: what ``--max-drop`` can gate on: the ground-truth mAP50-95 drop, or the fidelity drop
+GATES = {"map": "mAP50-95 points against the ground truth",
+         "fidelity": "fidelity points (against the float model's own boxes)"}
 
 
-def _diagnostic(row: dict[str, Any]) -> bool:
+def gate(report: dict[str, Any], max_drop: float, on: str = "map") -> list[str]:
+    """Rows that drop more than ``max_drop`` points on measure ``on`` (:data:`GATES`): what
+    fails the gate. A row whose fidelity cannot be measured (the float model finds nothing
+    above the reference confidence) fails a fidelity gate: nothing was checked."""
+    if on not in GATES:
+        raise ValueError(f"gate on one of {', '.join(GATES)}, not {on!r}")
+    failed = []
+    for r in report["rows"][1:]:
+        if is_diagnostic(r):
+            continue
+        drop = -r["delta"] if on == "map" else 100.0 - r["fidelity"]
+        if math.isnan(drop) or drop > max_drop:
+            failed.append(f"{r['name']}: {drop:.2f} {GATES[on].split(' (')[0]} > {max_drop:g}")
+    return failed
+
+
+def is_diagnostic(row: dict[str, Any]) -> bool:
     """A fake-quant torch row explains a drop; it is not an artifact that ships."""
     return str(row.get("backend", "")).endswith("(fake-quant)")
 
@@ -391,7 +429,8 @@ def record_rows(report: dict[str, Any]) -> None:
         if path.is_dir():
             meta = BundleMeta.read(path)
             meta.accuracy["report"] = {
-                k: row[k] for k in ("map50_95", "map50", "delta", "delta_ci", "agreement")
+                k: row[k] for k in ("map50_95", "map50", "delta", "delta_ci", "agreement",
+                                    "fidelity", "fidelity_ci")
             } | {"dataset": report["dataset"]["data"], "split": report["dataset"]["split"],
                  "images": report["dataset"]["images"], "settings": report["settings"]}
             meta.write(path)

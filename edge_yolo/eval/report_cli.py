@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cli_args import existing_path, non_negative_int, output_dir, positive_float, positive_int
-from .report import FakeQuant, build_report, fake_quant_ptq, gate, record_rows
+from .report import GATES, FakeQuant, build_report, fake_quant_ptq, gate, record_rows
 from .report_render import markdown, write_report
 
 
@@ -35,8 +35,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip the fake-quant torch rows beside each PTQ export")
     p.add_argument("--calib", help="calibration data for int8 (default: --data, train split)")
     p.add_argument("--calib-size", type=positive_int, default=None)
+    p.add_argument("--fidelity-data",
+                   help="images to measure fidelity to the float model on, labels not needed: "
+                        "a dataset, a folder of images or a video (default: --data's split); "
+                        "the more images, the narrower its interval")
+    p.add_argument("--max-frames", type=positive_int, default=1000,
+                   help="frames sampled from a video given as --fidelity-data (default 1000)")
     p.add_argument("--max-drop", type=positive_float,
-                   help="exit 1 when any row loses more mAP50-95 points than this")
+                   help="exit 1 when any row loses more points than this (see --gate)")
+    p.add_argument("--gate", choices=tuple(GATES), default="map",
+                   help="what --max-drop limits: map, the mAP50-95 drop against the ground "
+                        "truth (default), or fidelity, the drop against the float model's "
+                        "own boxes")
     p.add_argument("--resamples", type=non_negative_int, default=200,
                    help="bootstrap resamples for the intervals (default 200)")
     p.add_argument("--threads", type=positive_int, help="inference threads (default all cores)")
@@ -90,23 +100,23 @@ def run(args: argparse.Namespace) -> int:
             bundles.append(export_one(args.weights, target, precision))
             if precision == "int8" and not args.no_fake_quant:
                 if calib is None:
-                    from ..quant.calibration import DEFAULT_SIZE, CalibrationSet
+                    from ..quant.calibration import CalibrationSet
 
-                    calib = CalibrationSet.load(args.calib or args.data,
-                                                args.calib_size or DEFAULT_SIZE)
+                    calib = CalibrationSet.load(args.calib or args.data, args.calib_size)
                 print(f"fake-quantize {args.weights.name} for {name} in torch ...", flush=True)
                 with third_party_output(verbose=args.verbose):  # NNCF's, and JAX's fork warning
                     bundles.append(fake_quant_ptq(args.weights, name, calib))
         for q, record in qats:
             if record["target"] == name:
                 bundles.append(export_qat(q, record, target))
-                bundles.append(q)
+                bundles += qat_rows(q, record)
     planned = {name for _, name, _ in plan}
     for q, record in qats:  # QAT checkpoints whose target was not asked for: still scored
         if record["target"] not in planned:
             bundles.append(export_qat(q, record, record["target"]))
-            bundles.append(q)
+            bundles += qat_rows(q, record)
     report = build_report(args.weights, args.data, bundles, split=args.split,
+                          fidelity_data=args.fidelity_data, max_frames=args.max_frames,
                           resamples=args.resamples, threads=args.threads,
                           progress=args.progress)
     paths = write_report(report, args.out)
@@ -114,10 +124,19 @@ def run(args: argparse.Namespace) -> int:
     print(markdown(report))
     print(f"report: {paths['html']} (and {paths['json'].name}, {paths['markdown'].name})")
     if args.max_drop is not None:
-        failed = gate(report, args.max_drop)
+        failed = gate(report, args.max_drop, args.gate)
+        measure = GATES[args.gate]
         if failed:
-            print(f"FAIL: {len(failed)} rows drop more than {args.max_drop:g} points: "
-                  + "; ".join(failed))
+            print(f"FAIL ({args.gate}): {len(failed)} rows drop more than {args.max_drop:g} "
+                  f"{measure}: " + "; ".join(failed))
             return 1
-        print(f"PASS: no row drops more than {args.max_drop:g} mAP50-95 points")
+        print(f"PASS ({args.gate}): no row drops more than {args.max_drop:g} {measure}")
     return 0
+
+
+def qat_rows(checkpoint: Path, record: dict[str, Any]) -> list[Path]:
+    """A QAT checkpoint's fake-quantized torch rows: its start (``init.pt`` of its run:
+    quantizers initialised, no update) and its end, side by side: what fine-tuning added."""
+    init = checkpoint.parent / str(record.get("init_checkpoint") or "")
+    rows = [init] if record.get("init_checkpoint") and init.is_file() else []
+    return [*rows, checkpoint]

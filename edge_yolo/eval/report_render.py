@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .report import AGREEMENT_CONF, AGREEMENT_IOU
+from .report import AGREEMENT_CONF, AGREEMENT_IOU, is_diagnostic
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -27,19 +27,28 @@ def markdown(report: dict[str, Any]) -> str:
         f"{AGREEMENT_CONF} matched at IoU >= {AGREEMENT_IOU}. Empty: images where the float "
         "model has a detection scoring >= 0.5 and the row has none >= 0.25. A torch "
         "fake-quant row is the same quantization simulated in PyTorch: a gap between it and "
-        "its runtime row is the converter's, not quantization's (those rows are not gated).",
+        "its runtime row is the converter's, not quantization's (those rows are not gated). "
+        "A QAT init row is a QAT run's start (quantizers initialised, no update): the gap to "
+        "its QAT row is what fine-tuning added.",
         "",
-        "| model | backend | mAP50-95 | mAP50 | delta [95% CI] | size MB | latency ms | "
-        "matched | mean IoU | score err | empty |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        _fidelity_note(report),
+        "",
+        "| model | backend | mAP50-95 | mAP50 | delta [95% CI] | fidelity [95% CI] | size MB "
+        "| latency ms | matched | mean IoU | score err | empty |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
         a = r["agreement"]
-        delta = "baseline" if r is report["rows"][0] else (
+        first = r is report["rows"][0]
+        delta = "baseline" if first else (
             f"{r['delta']:+.2f} [{r['delta_ci'][0]:+.2f}, {r['delta_ci'][1]:+.2f}]")
+        fid = r.get("fidelity", math.nan)
+        lo, hi = r.get("fidelity_ci", (math.nan, math.nan))
+        fidelity = f"{_fmt(fid, '.2f')}" + ("" if first else f" [{lo:+.2f}, {hi:+.2f}]")
         lines.append(
             f"| {r['name']} | {r['backend']} | {100 * r['map50_95']:.2f} | {100 * r['map50']:.2f} "
-            f"| {delta} | {_fmt(r['size_mb'], '.2f')} | {_fmt(r['latency_ms'], '.1f')} | "
+            f"| {delta} | {fidelity} | {_fmt(r['size_mb'], '.2f')} | "
+            f"{_fmt(r['latency_ms'], '.1f')} | "
             f"{_fmt(a.get('matched_share'), '.3f')} | {_fmt(a.get('mean_iou'), '.3f')} | "
             f"{_fmt(a.get('score_error'), '.4f')} | "
             f"{r.get('empty_images', 0) if r is not report['rows'][0] else '-'} |"
@@ -58,6 +67,20 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [f"- {r['name']}: {', '.join(r['float_blocks'])}" for r in mixed]
     lines += ["", "Toolchain: " + ", ".join(f"{k} {v}" for k, v in report["toolchain"].items())]
     return "\n".join(lines) + "\n"
+
+
+def _fidelity_note(report: dict[str, Any]) -> str:
+    f = report.get("fidelity")
+    if not f:
+        return ""
+    text = (f"Fidelity: mAP50-95 x 100 against the float model's own boxes scoring >= "
+            f"{f['reference_conf']:g} ({f['reference_boxes']} boxes) on {f['data']}, "
+            f"{f['images']} images, no labels needed; 100 is the float model itself, the "
+            "interval (paired bootstrap, same resamples) is of the drop from 100.")
+    if not f["reference_boxes"]:
+        text += (f" The float model finds nothing above {f['reference_conf']:g} on these "
+                 "images, so fidelity could not be measured.")
+    return text
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -97,6 +120,16 @@ def plots(report: dict[str, Any]) -> dict[str, bytes]:
     ax.set_xlabel("mAP50-95 change vs float (points, 95% CI)")
     out["drops"] = png(fig)
 
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * max(1, len(others))))
+    drops = np.array([r.get("fidelity", np.nan) - 100.0 for r in others])
+    lo = drops - np.array([r.get("fidelity_ci", (np.nan, np.nan))[0] for r in others])
+    hi = np.array([r.get("fidelity_ci", (np.nan, np.nan))[1] for r in others]) - drops
+    ax.errorbar(drops, y, xerr=[np.nan_to_num(lo), np.nan_to_num(hi)], fmt="o", capsize=4)
+    ax.axvline(0, color="grey", lw=1)
+    ax.set_yticks(y, [r["name"] for r in others])
+    ax.set_xlabel("fidelity change vs float (points, 95% CI; no labels needed)")
+    out["fidelity"] = png(fig)
+
     classes = list(rows[0]["per_class"])
     fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * max(1, len(others))))
     grid = np.array([[r["per_class_delta"].get(c, np.nan) for c in classes] for r in others])
@@ -107,9 +140,10 @@ def plots(report: dict[str, Any]) -> dict[str, bytes]:
     fig.colorbar(im, ax=ax, label="AP50-95 change (points)")
     out["per_class"] = png(fig)
 
+    # runtime rows only: a fake-quant row's latency is a simulation's, far off every real one
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in rows:
-        if r["latency_ms"] is not None:
+        if r["latency_ms"] is not None and not is_diagnostic(r):
             ax.scatter(r["latency_ms"], 100 * r["map50_95"])
             ax.annotate(r["name"], (r["latency_ms"], 100 * r["map50_95"]), fontsize=7)
     ax.set_xlabel("median latency on this host (ms)")

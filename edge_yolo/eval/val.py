@@ -77,6 +77,12 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
+def resamples_of(n: int, resamples: int, seed: int = 0) -> list[np.ndarray]:
+    """The bootstrap's image indices: ``resamples`` draws of n images with replacement."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, n, n) for _ in range(resamples)]
+
+
 @dataclass
 class Collected:
     """Per-image detections of one model on a dataset, with the ground truth, in order."""

@@ -116,7 +116,8 @@ class ExportJob:
                 "float_blocks": list(self.float_blocks), "mixed_precision": self.mixed_precision}
             return {"quantization_kind": "ptq", **mixed}
         keep = ("target", "variant", "scheme", "source_checkpoint", "source_sha256", "recipe",
-                "calibration", "ignored_scope", "quantizers", "nncf", "start", "overflow_fix")
+                "calibration", "ignored_scope", "quantizers", "nncf", "overflow_fix", "stage",
+                "updates", "schedule", "data", "holdout")
         return {"quantization_kind": "qat",
                 "qat": {k: self.qat[k] for k in keep if k in self.qat}
                 | {"checkpoint": self.weights.name, "checkpoint_sha256": self.checkpoint_sha256}}
@@ -184,7 +185,8 @@ class ExportJob:
                 )
             try:
                 self._calibration = CalibrationSet.load(
-                    source, self.calib_size, split=self.options.calib_split
+                    source, self.calib_size, split=self.options.calib_split,
+                    asked=self.sources["calib_size"] == "given",
                 )
             except CalibrationError as e:
                 raise ExportError(str(e)) from e

@@ -58,18 +58,48 @@ class CalibrationSet:
 
     @classmethod
     def load(
-        cls, source: str, size: int = DEFAULT_SIZE, *, split: str = DEFAULT_SPLIT, seed: int = 0
+        cls, source: str, size: int | None = None, *, split: str = DEFAULT_SPLIT, seed: int = 0,
+        asked: bool | None = None,
     ) -> CalibrationSet:
-        """Up to ``size`` images of ``split`` from a dataset spec, or from an image folder (a
-        seeded random subset when there are more, so calibration covers the whole set)."""
+        """Up to ``size`` (default :data:`DEFAULT_SIZE`) images of ``split`` from a dataset
+        spec, or from an image folder (a seeded random subset when there are more, so
+        calibration covers the whole set). A set smaller than ``size`` is used as it is, with
+        a warning only when the user asked for that many (``asked``; default: ``size`` given)."""
         from ..data import DatasetError, load_images
 
+        asked = size is not None if asked is None else asked
+        size = size or DEFAULT_SIZE
         try:
             images = load_images(source, size, split=split, seed=seed)
         except (OSError, ValueError, DatasetError) as e:
             raise CalibrationError(f"calibration images from {source}: {e}") from e
-        found = cls(images, str(source), split, size)
-        if len(images) < size:
+        return cls._found(images, str(source), split, size, asked)
+
+    @classmethod
+    def from_dataset(cls, dataset: Any, size: int | None = None, *, seed: int = 0,
+                     source: str | None = None, split: str = DEFAULT_SPLIT) -> CalibrationSet:
+        """Up to ``size`` readable images of a dataset object (a seeded random subset when it
+        has more), e.g. the part of a QAT run's data it trains on."""
+        import random
+
+        asked = size is not None
+        size = size or DEFAULT_SIZE
+        order = list(range(len(dataset)))
+        if size < len(order):
+            order = sorted(random.Random(seed).sample(order, size))
+        images = []
+        for i in order:
+            try:
+                images.append(dataset.load(i).image)
+            except (OSError, ValueError) as e:  # ImageReadError: reported, skipped
+                LOGGER.warning("%s (skipped)", e)
+        return cls._found(images, source or str(dataset.source), split, size, asked)
+
+    @classmethod
+    def _found(cls, images: list[np.ndarray], source: str, split: str, size: int,
+               asked: bool) -> CalibrationSet:
+        found = cls(images, source, split, size if asked else len(images))
+        if asked and len(images) < size:
             LOGGER.warning(
                 "calibration: %d images asked for, %s [%s] has %d", size, source, split, len(images)
             )

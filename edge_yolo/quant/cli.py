@@ -1,8 +1,12 @@
 """``edge-yolo qat``: quantization-aware fine-tuning of a trained checkpoint for one target.
 
 Example: ``edge-yolo qat --weights runs/train/best.pt --data data.yaml --target jetson``, then
-``edge-yolo export --weights runs/qat/best.pt --target jetson --precision int8``. A run killed
-at any point continues with ``edge-yolo qat --resume runs/qat``.
+``edge-yolo export --weights runs/qat/best.pt --target jetson --precision int8``. ``--data``
+may also be a folder of unlabeled images or a video from the camera the model will run on
+(frames sampled): the model then learns from the float model's outputs alone (distillation).
+The schedule is counted in optimizer updates (``--updates``); the run scores its start and
+its end on images held out of its data. A run killed at any point continues with
+``edge-yolo qat --resume runs/qat`` (``--updates`` may extend it).
 """
 
 from __future__ import annotations
@@ -20,23 +24,26 @@ from ..cli_args import (
 )
 
 # flags that may differ on --resume (where and how fast; ``epochs`` may extend a finished run)
-RESUME_OVERRIDES = ("epochs", "workers", "device", "threads", "progress")
+RESUME_OVERRIDES = ("updates", "workers", "device", "threads", "progress")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from .qat import VARIANTS
+    from .qat_run import DEFAULT_UPDATES
 
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.description = __doc__
     g = p.add_argument_group("run")
     g.add_argument("--weights", type=existing_path,
                    help="the trained float checkpoint (yolov9-* keeps PGI in QAT)")
-    g.add_argument("--data", help="training data (default: the checkpoint's own dataset)")
+    g.add_argument("--data", help="training data: a dataset (default: the checkpoint's own), "
+                                  "or a folder of unlabeled images or a video (distillation)")
     g.add_argument("--target", help="intel | rpi | jetson, or a board (rpi5, jetson-orin-nano, "
                                     "...): the quantization scheme of its runtime")
     g.add_argument("--variant", choices=VARIANTS,
-                   help="pgi: dual loss, auxiliary branch in float (default); distill: "
-                        "task loss + distillation from the float model; task: task loss only")
+                   help="pgi: dual loss, auxiliary branch in float (default for a PGI model); "
+                        "distill: distillation from the float model (+ the task loss where "
+                        "there are labels; the only one without); task: task loss only")
     g.add_argument("--recipe", type=existing_path,
                    help="QAT recipe YAML (recipes/qat-*.yaml); flags override it")
     g.add_argument("--calib", help="images that initialise the quantizer ranges (default: "
@@ -47,12 +54,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", metavar="RUN", type=existing_path,
                    help="continue a QAT run: its directory or its last.pt")
     h = p.add_argument_group("schedule")
-    h.add_argument("--epochs", type=positive_int)
+    h.add_argument("--updates", type=positive_int,
+                   help=f"optimizer updates to make (default {DEFAULT_UPDATES})")
+    h.add_argument("--accumulate", type=positive_int,
+                   help="batches whose gradients make one update (default 1)")
+    h.add_argument("--holdout", type=positive_int,
+                   help="images held out of --data to score the start and the end "
+                        "(default 10 %%, 1 to 200)")
+    h.add_argument("--max-frames", dest="max_frames", type=positive_int,
+                   help="frames sampled from a video given as --data (default 1000)")
     h.add_argument("--lr", "--lr0", dest="lr0", type=positive_float, help="initial learning rate")
     h.add_argument("--imgsz", type=image_size,
                    help="size in pixels (default: the board's, else the checkpoint's)")
     h.add_argument("--batch", type=positive_int)
-    h.add_argument("--eval-interval", dest="eval_interval", type=non_negative_int)
     r = p.add_argument_group("runtime")
     r.add_argument("--device", help="cpu, cuda, cuda:N")
     r.add_argument("--workers", type=non_negative_int)
@@ -61,8 +75,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--no-progress", dest="progress", action="store_false", default=None)
 
 
-TRAIN_KEYS = ("data", "out", "epochs", "lr0", "imgsz", "batch", "eval_interval", "device",
-              "workers", "threads", "seed", "progress")
+TRAIN_KEYS = ("data", "out", "lr0", "imgsz", "batch", "device", "workers", "threads", "seed",
+              "progress")
+QAT_KEYS = ("variant", "calib_size", "updates", "accumulate", "holdout", "max_frames")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,10 +87,11 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in TRAIN_KEYS}
     overrides["out"] = None if args.out is None else str(args.out)
     if args.resume:
+        overrides["updates"] = args.updates
         given = sorted(k for k, v in overrides.items()
                        if v is not None and k not in RESUME_OVERRIDES)
-        given += [k for k in ("weights", "target", "variant", "recipe", "calib", "calib_size")
-                  if getattr(args, k) is not None]
+        given += [k for k in ("weights", "target", "recipe", "calib", *QAT_KEYS)
+                  if getattr(args, k) is not None and k not in RESUME_OVERRIDES]
         if given:
             raise UsageError(
                 f"{', '.join('--' + k.replace('_', '-') for k in given)} cannot change on "
@@ -83,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{', '.join('--' + k for k in RESUME_OVERRIDES)} may)"
             )
         result = resume_qat(args.resume, {k: overrides[k] for k in RESUME_OVERRIDES})
-        _summary(result, None)
+        _summary(result)
         return 0
     if args.weights is None or args.target is None:
         raise UsageError("--weights and --target are required (or --resume RUN)")
@@ -101,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{args.weights} does not name its dataset: pass --data")
     if overrides["imgsz"] is None and "imgsz" not in in_recipe:
         overrides["imgsz"] = board_imgsz or ckpt.get("imgsz")
-    qat_overrides = {"variant": args.variant, "calib_size": args.calib_size}
+    qat_overrides = {k: getattr(args, k) for k in QAT_KEYS}
     cfg, qcfg = load_qat_recipe(args.recipe, overrides, qat_overrides)
     out = Path(cfg.out)
     if (out / "last.pt").exists() and not args.exist_ok:
@@ -109,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
                          f"{out}, or pass --exist-ok / another --out")
     result = run_qat(Path(args.weights), target, cfg, qcfg, calib=args.calib,
                      recipe_path=args.recipe)
-    _summary(result, target)
+    _summary(result)
     return 0
 
 
@@ -135,11 +151,13 @@ def _checkpoint_data(ckpt: dict) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _summary(result: object, target: str | None) -> None:
-    final = getattr(result, "final", None)
+def _summary(result: object) -> None:
+    from ..models import load_checkpoint
+
     best = getattr(result, "best", None)
-    if final is not None:
-        print(f"best: {best}  mAP50-95 {final['map50_95']:.4f}  mAP50 {final['map50']:.4f} "
-              "(fake-quantized)")
-    target = target or "TARGET"
-    print(f"next: edge-yolo export --weights {best} --target {target} --precision int8")
+    record = load_checkpoint(best)["qat"]
+    end = record["holdout"]["end"]
+    print(f"best: {best}  ({record['updates']} updates; fidelity {end['fidelity']:.2f} on "
+          f"{record['holdout']['images']} held-out images, fake-quantized; init.pt: the start)")
+    print(f"next: edge-yolo export --weights {best} --target {record['target']} "
+          "--precision int8")

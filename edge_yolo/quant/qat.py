@@ -178,13 +178,13 @@ def describe(model: nn.Module) -> dict[str, Any]:
 # ------------------------------------------------------------------ the training seam
 
 
-def distillation_loss(teacher: nn.Module, weight: float = 1.0) -> Callable[..., torch.Tensor]:
-    """An extra loss term for :class:`~edge_yolo.train.loop.ModelSetup`: the student's main
-    head is pulled towards the float teacher's outputs on the same batch.
+def distillation_terms(teacher: nn.Module) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """``terms(images, outputs) -> (cls, dfl)``: how far the student's main head is from the
+    float teacher's outputs on the same (augmented) batch.
 
     Classes: binary cross-entropy against the teacher's sigmoid scores; boxes: cross-entropy
-    of the student's DFL bins against the teacher's softmax. Each is averaged over anchors and
-    scaled by the batch size (the task loss is a per-image sum) and ``weight``.
+    of the student's DFL bins against the teacher's softmax. Each is summed over the batch
+    and averaged over anchors (the task loss is a per-image sum too).
     """
     import torch
     import torch.nn.functional as F
@@ -193,7 +193,7 @@ def distillation_loss(teacher: nn.Module, weight: float = 1.0) -> Callable[..., 
 
     teacher = teacher.eval().requires_grad_(False)
 
-    def term(images: torch.Tensor, outputs: Any) -> torch.Tensor:
+    def terms(images: torch.Tensor, outputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         main = outputs[0] if isinstance(outputs, tuple) else outputs
         with torch.no_grad():
             t_box, t_cls = flatten_outputs(teacher(images))
@@ -203,9 +203,37 @@ def distillation_loss(teacher: nn.Module, weight: float = 1.0) -> Callable[..., 
         s_bins = s_box.view(b, 4, -1, a).log_softmax(2)
         t_bins = t_box.view(b, 4, -1, a).softmax(2)
         dfl = -(t_bins * s_bins).sum()
-        return weight * (cls + dfl) / a
+        return cls / a, dfl / a
+
+    return terms
+
+
+def distillation_loss(teacher: nn.Module, weight: float = 1.0) -> Callable[..., torch.Tensor]:
+    """An extra loss term for :class:`~edge_yolo.train.loop.ModelSetup` (beside the task
+    loss): ``weight`` x the :func:`distillation_terms`."""
+    terms = distillation_terms(teacher)
+
+    def term(images: torch.Tensor, outputs: Any) -> torch.Tensor:
+        cls, dfl = terms(images, outputs)
+        return weight * (cls + dfl)
 
     return term
+
+
+def distillation_only(teacher: nn.Module) -> Callable[..., tuple[torch.Tensor, Any]]:
+    """The whole loss for images without labels (:attr:`ModelSetup.loss`): the
+    :func:`distillation_terms`, logged per image as (box 0, cls, dfl)."""
+    import torch
+
+    terms = distillation_terms(teacher)
+
+    def loss(images: torch.Tensor, outputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        cls, dfl = terms(images, outputs)
+        n = images.shape[0]
+        items = torch.stack([torch.zeros_like(cls), cls / n, dfl / n]).detach()
+        return cls + dfl, items
+
+    return loss
 
 
 # ------------------------------------------------------------------ what a checkpoint records
@@ -249,6 +277,8 @@ __all__ = [
     "check_record",
     "describe",
     "distillation_loss",
+    "distillation_only",
+    "distillation_terms",
     "force_signed_activations",
     "is_quantized",
     "qat_record",

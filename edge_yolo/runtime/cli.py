@@ -33,9 +33,7 @@ from edge_yolo.cli_args import (
 )
 from edge_yolo.errors import UsageError
 from edge_yolo.fileio import atomic_write_bytes
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg"}
+from edge_yolo.runtime.processing import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -20,6 +20,9 @@ import numpy as np
 from ..errors import EdgeYoloError
 
 PAD_VALUE = 114
+#: files read as images, and as videos (frame by frame), wherever a path is taken
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg")
 
 
 class ImageError(EdgeYoloError, ValueError):

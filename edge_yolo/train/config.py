@@ -43,6 +43,7 @@ class TrainConfig:
 
     # schedule
     epochs: int = 500
+    max_updates: int | None = None  # stop after this many optimizer updates (QAT's schedule)
     imgsz: int = 640
     batch: int = 64  # global batch per optimizer micro-step (summed over processes)
     nbs: int = 64  # nominal batch: gradients are accumulated up to this many images
@@ -90,6 +91,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
+            (self.max_updates is None or self.max_updates >= 1, "max_updates must be >= 1"),
             (self.imgsz >= 32 and self.imgsz % 32 == 0, "imgsz must be a multiple of 32 (>= 32)"),
             (self.batch >= 1, "batch must be >= 1"),
             (self.nbs >= 1, "nbs must be >= 1"),

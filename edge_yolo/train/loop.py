@@ -63,6 +63,7 @@ class TrainResult:
     best_fitness: float | None
     history: list[dict[str, Any]] = field(default_factory=list)
     final: dict[str, Any] | None = None  # best.pt without the PGI branch, fused, evaluated
+    updates: int = 0  # optimizer updates made, resumed parts included
 
 
 @dataclass
@@ -82,6 +83,12 @@ class ModelSetup:
     extra_loss: Callable[[torch.Tensor, Any], torch.Tensor] | None = None
     checkpoint_extra: dict[str, Any] = field(default_factory=dict)
     description: str = ""  # one line for the log: what the model is
+    #: the images to train on (e.g. QAT's, with a held-out split carved away); None: the
+    #: train split of ``cfg.data``
+    train_set: Any = None
+    #: replaces the task loss: ``loss(images, outputs) -> (loss, items)`` with ``items`` the
+    #: three logged parts; for images without labels (QAT by distillation alone)
+    loss: Callable[[torch.Tensor, Any], tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
 class TrainForward(nn.Module):
@@ -157,14 +164,17 @@ def _train(
         out.mkdir(parents=True, exist_ok=True)
 
     # ---- data -------------------------------------------------------------------------
-    train_set = load_dataset(cfg.data, split="train", **spec_kwargs(cfg.data, cfg.imgsz))
+    train_set = setup.train_set
+    if train_set is None:
+        train_set = load_dataset(cfg.data, split="train", **spec_kwargs(cfg.data, cfg.imgsz))
     names = list(train_set.names)
     num_classes = cfg.num_classes or len(names)
     if num_classes != len(names):
         raise TrainError(f"{cfg.data}: {len(names)} class names but num_classes={num_classes}")
-    warning = check_trainable(train_set)  # before any training work: one line, main process
-    if warning and info.is_main:
-        log(warning)
+    if setup.loss is None:  # labels are learnt from: refuse a set without any, before work
+        warning = check_trainable(train_set)
+        if warning and info.is_main:
+            log(warning)
     val_set = None
     if cfg.eval_interval and info.is_main:
         val_data = cfg.val_data or cfg.data
@@ -246,15 +256,17 @@ def _train(
         history = read_history(out / "results.json", start_epoch)
         set_rng_state(resume.train["rng"])
         log(f"resuming {resume.path} from epoch {start_epoch + 1}/{cfg.epochs}")
-    if start_epoch >= cfg.epochs:
-        raise TrainError(
-            f"run already finished {start_epoch} of {cfg.epochs} epochs; raise {option('epochs')}"
-        )
+    if start_epoch >= cfg.epochs or cfg.max_updates and ema.updates >= cfg.max_updates:
+        done, more = ((f"{ema.updates} of {cfg.max_updates} updates", option("updates"))
+                      if cfg.max_updates and ema.updates >= cfg.max_updates
+                      else (f"{start_epoch} of {cfg.epochs} epochs", option("epochs")))
+        raise TrainError(f"run already finished {done}; raise {more}")
     log(
         f"{cfg.model}: {len(train_set)} train images, {len(names)} classes, {world} process(es) on "
         f"{device}, batch {cfg.batch} x accumulate {accumulate_to} (nominal {cfg.nbs}), "
         f"{nb} iterations/epoch, warmup {n_warmup} iterations, AMP {_dtype_name(amp_dtype)}, "
         f"{workers} loader worker(s)"
+        + (f", stopping after {cfg.max_updates} optimizer updates" if cfg.max_updates else "")
     )
 
     # ---- epochs -----------------------------------------------------------------------
@@ -303,7 +315,10 @@ def _train(
                     device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
                 ):
                     outputs = forward(images)
-                loss, items = criterion(outputs, targets)
+                if setup.loss is not None:
+                    loss, items = setup.loss(images, outputs)
+                else:
+                    loss, items = criterion(outputs, targets)
                 if setup.extra_loss is not None:
                     loss = loss + setup.extra_loss(images, outputs)
                 # DDP averages gradients over ranks; the loss is a per-image sum, so scale back
@@ -331,12 +346,15 @@ def _train(
                 batches.set_postfix(
                     {k: f"{v:.3f}" for k, v in zip(LOSS_NAMES, mean)}, refresh=False
                 )
+            if cfg.max_updates and ema.updates >= cfg.max_updates and pending == 0:
+                break  # the schedule is counted in updates: the last epoch ends here
         lrs = [g["lr"] for g in optimizer.param_groups]
         scheduler.step()
-        train_loss = all_reduce_mean(loss_sum / nb, info).tolist()
+        train_loss = all_reduce_mean(loss_sum / (i + 1), info).tolist()
 
         # ---- evaluate the EMA, save checkpoints ---------------------------------------
-        final_epoch = epoch + 1 == cfg.epochs
+        final_epoch = epoch + 1 == cfg.epochs or bool(
+            cfg.max_updates and ema.updates >= cfg.max_updates)
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             **{f"train/{k}_loss": v for k, v in zip(LOSS_NAMES, train_loss)},
@@ -404,6 +422,8 @@ def _train(
                 plot_results(out, history)
             log(epoch_line(row, cfg.epochs))
         barrier(info)
+        if final_epoch:
+            break
 
     final = None
     if val_set is not None:  # rank 0 only
@@ -422,7 +442,8 @@ def _train(
                  **result.to_dict()}
         log(f"{best_path} without the PGI branch, fused ({final['model']}): {final['text']}")
         write_results(out, history, final)
-    return TrainResult(out, last_path, best_path, epoch + 1, best_fitness, history, final)
+    return TrainResult(out, last_path, best_path, epoch + 1, best_fitness, history, final,
+                       updates=ema.updates)
 
 
 # ---- helpers the loop reads through ---------------------------------------------------
