@@ -117,9 +117,9 @@ def describe(path: Path) -> str:
         lines.append(f"  kept in float (mixed precision): {', '.join(meta.extra['float_blocks'])}")
     acc = meta.accuracy
     if "score_mean_abs_diff" in acc:
-        lines.append(f"  agreement with the float model on {acc['images']} images: mean |score "
-                     f"diff| {acc['score_mean_abs_diff']:.2e}, top-class agreement "
-                     f"{acc['top_class_agreement']:.3f}")
+        from .runtime.verify import agreement_text
+
+        lines.append(f"  agreement with the float model: {agreement_text(acc)}")
     if "report" in acc:
         r = acc["report"]
         lines.append(f"  report: mAP50-95 {100 * r['map50_95']:.2f} ({r['delta']:+.2f} points vs "

@@ -155,3 +155,30 @@ def test_open_images_reads_folders_datasets_and_refuses_the_rest(tmp_path):
     broken.write_bytes(b"not a video")
     with pytest.raises(DatasetError, match="broken.mp4"):
         open_images(broken, NAMES)
+
+
+def test_of_ptq_and_qat_the_one_closer_to_float_ships_and_says_why():
+    from edge_yolo.eval.fidelity import Fidelity
+    from edge_yolo.eval.report import Row, choose_shipped
+
+    def row(name, quantization, fidelity, backend="onnxruntime", target="jetson"):
+        r = Row(name, target, "int8", quantization, backend, name, 0.5, 0.6, {})
+        r.fidelity = fidelity
+        return r
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.3, 100)
+    fid = lambda score, shift=0.0: Fidelity(score, (0, 0), 100, 50,  # noqa: E731
+                                            list(score - 100 + noise + shift))
+    rows = [row("base", "float", 100.0, "torch", "torch"), row("ptq", "ptq", 97.0),
+            row("qat", "qat", 95.0), row("sim", "qat", 99.9, "torch (fake-quant)")]
+    fids = [fid(100.0), fid(97.0), fid(95.0), fid(99.9)]
+    (choice,) = choose_shipped(rows, fids)
+    # QAT did worse than PTQ here: PTQ ships; the fake-quant simulation never competes
+    assert choice["ships"] == "ptq" and choice["over"] == "qat" and choice["resolved"]
+    assert rows[1].ships is True and rows[2].ships is False and rows[3].ships is None
+    assert "fidelity 97.00 against 95.00" in choice["why"]
+    rows[2].fidelity, fids[2] = 97.1, fid(97.1, rng.normal(0, 0.5, 100))
+    (choice,) = choose_shipped(rows, fids)
+    assert choice["ships"] == "qat" and not choice["resolved"] and "within noise" in choice["why"]
+    assert choose_shipped(rows[:2], fids[:2]) == []  # no QAT to choose from: nothing to say

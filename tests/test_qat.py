@@ -363,6 +363,7 @@ def test_qat_counts_its_schedule_in_updates_and_scores_its_start_and_end(qat_jet
         scores = held[stage]
         assert 0 <= scores["fidelity"] <= 100 and len(scores["fidelity_ci"]) == 2
         assert 0 <= scores["map50_95"] <= 1 and scores["float_map50_95"] > 0
+    assert len(held["fidelity_gain_ci"]) == 2 and "fidelity_gain" in held
     # the start is its own QAT checkpoint: quantizers initialised, no update made
     init = torch.load(run / "init.pt", map_location="cpu", weights_only=True)
     assert init["qat"]["stage"] == "init" and init["qat"]["updates"] == 0
@@ -441,3 +442,26 @@ def test_the_report_scores_a_qat_run_beside_its_start(qat_jetson, float_pgi, tmp
     assert rows["jetson int8 QAT (pgi, 2 updates)"]["backend"] == "onnxruntime"
     for row in (init, end):
         assert 0 <= row["fidelity"] <= 100 and row["fidelity_ci"][0] <= row["fidelity_ci"][1]
+
+
+@pytest.mark.slow
+def test_compare_ptq_ships_the_artifact_closer_to_the_float_model(qat_jetson, float_pgi,
+                                                                  tmp_path, capsys):
+    from edge_yolo.runtime.bundle import BundleMeta
+
+    code = main(["export", "--weights", str(qat_jetson), "--target", "jetson", "--precision",
+                 "int8", "--compare-ptq", "--out", str(tmp_path), "--threads", "1"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    (bundle,) = tmp_path.glob("*-jetson-int8-qat")
+    meta = BundleMeta.read(bundle)
+    decision = meta.extra["compared_with"]
+    assert decision["images"] == 1 and decision["ships"] in ("qat", "ptq")
+    better = max(("qat", "ptq"), key=lambda k: decision[f"{k}_fidelity"])
+    assert decision["ships"] == better and meta.extra["quantization_kind"] == better
+    assert f"ships {better.upper()}: fidelity to the float model" in printed
+    assert sorted(p.name for p in tmp_path.iterdir()) == [bundle.name]  # no candidate left
+    code = main(["export", "--weights", str(float_pgi), "--target", "jetson", "--precision",
+                 "int8", "--compare-ptq", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "is not a QAT checkpoint" in err and len(err.strip().splitlines()) == 1

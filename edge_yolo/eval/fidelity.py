@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,6 +36,8 @@ class Fidelity:
     ci: tuple[float, float]  # 95 % bootstrap interval of score - 100
     images: int
     reference_boxes: int
+    #: score - 100 on each bootstrap resample (the same resamples for every row: pairs)
+    resampled: list[float] = field(default_factory=list, repr=False)
 
     @property
     def drop(self) -> float:
@@ -79,12 +81,23 @@ class FidelityScorer:
     def measure(self, other: Collected, resamples: int = 200, seed: int = 0) -> Fidelity:
         """The score on every image and its 95 % paired-bootstrap interval (as score - 100)."""
         score = self.score(other)
-        drops = [self.score(other, idx) - 100.0
-                 for idx in resamples_of(len(self.reference), resamples, seed)]
-        drops = [d for d in drops if not math.isnan(d)]
+        resampled = [self.score(other, idx) - 100.0
+                     for idx in resamples_of(len(self.reference), resamples, seed)]
+        drops = [d for d in resampled if not math.isnan(d)]
         lo, hi = np.percentile(drops, [2.5, 97.5]) if drops else (math.nan, math.nan)
         return Fidelity(score, (float(lo), float(hi)), len(self.reference),
-                        self.reference_boxes)
+                        self.reference_boxes, resampled)
+
+
+def difference_interval(a: Fidelity, b: Fidelity) -> tuple[float, float]:
+    """95 % interval of ``a.score - b.score`` from the paired resamples: apart when it
+    excludes 0."""
+    pairs = [x - y for x, y in zip(a.resampled, b.resampled)
+             if not (math.isnan(x) or math.isnan(y))]
+    if not pairs:
+        return (math.nan, math.nan)
+    lo, hi = np.percentile(pairs, [2.5, 97.5])
+    return float(lo), float(hi)
 
 
 def measure_all(base: Collected, others: list[Collected], resamples: int = 200,

@@ -57,6 +57,7 @@ class Row:
     #: mAP50-95 x 100 against the float model's own boxes (see edge_yolo.eval.fidelity)
     fidelity: float = 100.0
     fidelity_ci: tuple[float, float] = (0.0, 0.0)  # 95 % interval of fidelity - 100
+    ships: bool | None = None  # set where PTQ and QAT compete for one target
     calibration: dict[str, Any] | None = None
     calibration_method: str | None = None
     float_blocks: list[str] = field(default_factory=list)  # kept in float (mixed precision)
@@ -346,6 +347,7 @@ def build_report(
     fidelities = measure_all(seen[0], seen, resamples, workers=threads)
     for (row, _), fid in zip(runs, fidelities):
         row.fidelity, row.fidelity_ci = fid.score, fid.ci
+    ships = choose_shipped([row for row, _ in runs], fidelities)
     for (row, got), interval in zip(runs[1:], intervals):
         row.delta = 100 * (row.map50_95 - base_row.map50_95)
         row.delta_map50 = 100 * (row.map50 - base_row.map50)
@@ -367,8 +369,46 @@ def build_report(
         "host": {"machine": platform.machine(), "processor": platform.processor() or "",
                  "threads": threads},
         "toolchain": toolchain(),
+        "ships": ships,
         "rows": [asdict(r) for r, _ in runs],
     }
+
+
+def choose_shipped(rows: list[Row], fidelities: list[Any]) -> list[dict[str, Any]]:
+    """Per target with both PTQ and QAT artifacts: the int8 artifact that ships is the one
+    closest to the float model (fidelity, on images no model trained on), so a QAT run that
+    did worse than PTQ never ships; says by how much and whether the interval of the
+    difference (paired resamples) resolves it. Sets ``row.ships``."""
+    from .fidelity import difference_interval
+
+    out = []
+    by_target: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        if row.precision == "int8" and row.quantization in ("ptq", "qat") \
+                and not is_diagnostic(asdict(row)):
+            by_target.setdefault(row.target, []).append(i)
+    for target, idx in by_target.items():
+        kinds = {rows[i].quantization for i in idx}
+        if kinds != {"ptq", "qat"} or any(math.isnan(rows[i].fidelity) for i in idx):
+            continue
+        best = max(idx, key=lambda i: rows[i].fidelity)
+        other = max((i for i in idx if rows[i].quantization != rows[best].quantization),
+                    key=lambda i: rows[i].fidelity)
+        lo, hi = difference_interval(fidelities[best], fidelities[other])
+        resolved = lo > 0
+        for i in idx:
+            rows[i].ships = i == best
+        out.append({
+            "target": target, "ships": rows[best].name, "over": rows[other].name,
+            "kind": rows[best].quantization, "fidelity": rows[best].fidelity,
+            "over_fidelity": rows[other].fidelity, "difference_ci": (lo, hi),
+            "resolved": resolved,
+            "why": (f"fidelity {rows[best].fidelity:.2f} against {rows[other].fidelity:.2f} "
+                    f"(difference 95% CI [{lo:+.2f}, {hi:+.2f}]: "
+                    + ("resolved" if resolved else "within noise; the higher one ships")
+                    + ")"),
+        })
+    return out
 
 
 def _name_apart(rows: list[Row]) -> None:
@@ -430,7 +470,7 @@ def record_rows(report: dict[str, Any]) -> None:
             meta = BundleMeta.read(path)
             meta.accuracy["report"] = {
                 k: row[k] for k in ("map50_95", "map50", "delta", "delta_ci", "agreement",
-                                    "fidelity", "fidelity_ci")
+                                    "fidelity", "fidelity_ci", "ships")
             } | {"dataset": report["dataset"]["data"], "split": report["dataset"]["split"],
                  "images": report["dataset"]["images"], "settings": report["settings"]}
             meta.write(path)

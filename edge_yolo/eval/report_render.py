@@ -53,6 +53,11 @@ def markdown(report: dict[str, Any]) -> str:
             f"{_fmt(a.get('score_error'), '.4f')} | "
             f"{r.get('empty_images', 0) if r is not report['rows'][0] else '-'} |"
         )
+    if report.get("ships"):
+        lines += ["", "Ships (per target, of its int8 PTQ and QAT artifacts the one closest to "
+                      "the float model; a QAT run worse than PTQ never ships):"]
+        lines += [f"- {c['target']}: **{c['ships']}** over {c['over']}: {c['why']}"
+                  for c in report["ships"]]
     calibrated = [r for r in report["rows"] if r["calibration"]]
     if calibrated:
         lines += ["", "Calibration:"]

@@ -76,6 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         else:
             parser.add_argument(option.flag, dest=_dest(option), type=option.kind,
                                 choices=option.choices, default=None, help=text)
+    parser.add_argument("--compare-ptq", dest="compare_ptq", action="store_true",
+                        help="int8 from a QAT checkpoint: also export PTQ of its float model, "
+                             "score both against the float model on the QAT run's held-out "
+                             "images, and keep the closer one (the bundle says which and why)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log each step, and show the converters' own output")
 
@@ -122,7 +126,20 @@ def run(args: argparse.Namespace) -> int:
     from ..runtime.bundle import BundleMeta
     from .readme import console_summary
 
+    if args.compare_ptq:
+        from ..errors import UsageError
+        from ..models import load_checkpoint
+
+        if load_checkpoint(args.weights).get("qat") is None:
+            raise UsageError(f"--compare-ptq: {args.weights} is not a QAT checkpoint (its int8 "
+                             "export is PTQ already)")
     with third_party_output(verbose=args.verbose):
         bundle = run_export(args.weights, options)
+    if args.compare_ptq:
+        from ..quant.choose import ship_better_than_ptq
+
+        with third_party_output(verbose=args.verbose):
+            decision = ship_better_than_ptq(args.weights, bundle, options, log=lambda _: None)
+        print(f"ships {decision['ships'].upper()}: {decision['why']}")
     print(console_summary(bundle, BundleMeta.read(bundle)))
     return 0

@@ -202,14 +202,23 @@ class ExportJob:
             return Calibration(**self.qat["calibration"])
         return None
 
-    def sample_images(self, n: int) -> list[np.ndarray]:
-        """Images for references and agreement: calibration images when a source was given or
-        already loaded, else deterministic synthetic scenes (4:3, so padding is exercised)."""
-        if self._calibration is not None:
-            return self._calibration.images[:n]
-        if self.options.calib:
-            return self.calibration().images[:n]
-        return [sample_scene(self.imgsz, seed=i) for i in range(n)]
+    def sample_images(self, n: int) -> tuple[list[np.ndarray], str]:
+        """Images for references and agreement, and where they came from: calibration images
+        when a source was given or already loaded, else the val images of the dataset the
+        checkpoint names (what it was trained to find), else deterministic synthetic scenes
+        (4:3, so padding is exercised)."""
+        if self._calibration is not None or self.options.calib:
+            calib = self.calibration()
+            return calib.images[:n], calib.source
+        source = self.calib_source
+        if source is not None:
+            from ..data import DatasetError, load_images
+
+            try:
+                return load_images(source, n, split="val"), f"{source} [val]"
+            except (OSError, ValueError, DatasetError):
+                pass  # gone or unreadable here: the scenes still compare the two models
+        return [sample_scene(self.imgsz, seed=i) for i in range(n)], "synthetic scenes"
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
         import torch

@@ -189,7 +189,7 @@ def verify_artifact(
         staging / meta.model_file, meta, threads=job.options.threads
     )
     n = max(job.options.num_references, job.options.agreement_images)
-    images = job.sample_images(n)
+    images, image_source = job.sample_images(n)
     got: list[tuple[np.ndarray, np.ndarray]] = []
     want: list[tuple[np.ndarray, np.ndarray]] = []
     blobs = []
@@ -201,12 +201,11 @@ def verify_artifact(
         blobs.append(blob[0])
     stacked = [np.concatenate([g[k] for g in got]) for k in (0, 1)]
     reference = [np.concatenate([w[k] for w in want]) for k in (0, 1)]
-    calib = job.calibration_provenance
     accuracy = {
         "reference": "fused float PyTorch model",
         "measured_with": backend_name,
         "images": len(images),
-        "image_source": job.options.calib or (calib.dataset if calib else "synthetic scenes"),
+        "image_source": image_source,
         **compare_outputs(*stacked, *reference, job.yolo.reg_max),
     }
     k = job.options.num_references

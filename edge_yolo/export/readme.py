@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..runtime.bundle import BundleMeta
+from ..runtime.verify import agreement_text
 from .base import REFERENCE_FILE, Exporter
 
 if TYPE_CHECKING:
@@ -31,10 +32,7 @@ def bundle_readme(meta: BundleMeta, job: ExportJob, exporter: Exporter, bundle_n
         f"- calibration: {calib.num_images} images from `{calib.dataset}` [{calib.split}] "
         f"(sha256 {calib.sha256})"
         if calib else "- calibration: none (no integer quantization)",
-        f"- agreement with the float model on {acc['images']} images ({acc['image_source']}): "
-        f"mean |score diff| {acc['score_mean_abs_diff']:.2e}, max {acc['score_max_abs_diff']:.2e}, "
-        f"mean |box distance diff| {acc['dist_mean_abs_diff']:.2e} strides, "
-        f"top-class agreement {acc['top_class_agreement']:.3f}",
+        f"- agreement with the float model: {agreement_text(acc)}",
         f"- source checkpoint sha256: `{meta.source_checkpoint_sha256}`",
         "",
         "## Install on the device",
@@ -107,8 +105,5 @@ def console_summary(bundle: Path, meta: BundleMeta) -> str:
         lines.append(f"  kept float   {', '.join(meta.extra['float_blocks'])}")
     acc = meta.accuracy
     if acc:
-        lines.append(
-            f"  agreement    top class {acc['top_class_agreement']:.1%}, mean |score diff| "
-            f"{acc['score_mean_abs_diff']:.1e} vs the float model on {acc['images']} images "
-            f"({acc['image_source']})")
+        lines.append(f"  agreement    {agreement_text(acc)}")
     return "\n".join(lines)

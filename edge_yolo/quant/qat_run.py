@@ -337,8 +337,13 @@ def _collect(model: Any, images: Any, imgsz: int, names: list[str]) -> Any:
     return collect(detector, images, progress=False)
 
 
+#: bootstrap resamples of the held-out scores (the same ones at the start and the end: the
+#: change fine-tuning made gets a paired interval)
+HOLDOUT_RESAMPLES = 100
+
+
 def holdout_scores(model: Any, held: Any, base: Any, imgsz: int, names: list[str],
-                   resamples: int = 200) -> dict[str, Any]:
+                   resamples: int = HOLDOUT_RESAMPLES) -> dict[str, Any]:
     """A quantized model on the held-out split: fidelity to the float model (``base``: its
     detections there), with its interval, and ground-truth mAP where there are labels."""
     from ..data.unlabeled import is_labeled
@@ -347,7 +352,8 @@ def holdout_scores(model: Any, held: Any, base: Any, imgsz: int, names: list[str
     got = _collect(model, held, imgsz, names)
     fid = FidelityScorer(base).measure(got, resamples)
     out: dict[str, Any] = {"fidelity": fid.score, "fidelity_ci": list(fid.ci),
-                           "reference_boxes": fid.reference_boxes}
+                           "reference_boxes": fid.reference_boxes,
+                           "fidelity_resampled": fid.resampled}
     if is_labeled(held):
         result = got.evaluate()
         out.update(map50_95=float(result.map50_95), map50=float(result.map50),
@@ -381,12 +387,19 @@ def _finish(result: Any, record: dict[str, Any], base: Any, held: Any, cfg: Any,
     ``qat.json``, and say what fine-tuning added."""
     import json
 
+    from ..eval.fidelity import Fidelity, difference_interval
     from ..fileio import atomic_write_text
     from ..models import load_model
     from ..models.checkpoint import atomic_torch_save, load_checkpoint
 
     model, _ = load_model(result.best)
-    record["holdout"]["end"] = holdout_scores(model, held, base, cfg.imgsz, names)
+    held_out = record["holdout"]
+    held_out["end"] = holdout_scores(model, held, base, cfg.imgsz, names)
+    init, end = held_out["init"], held_out["end"]
+    pair = [Fidelity(x["fidelity"], tuple(x["fidelity_ci"]), len(held), x["reference_boxes"],
+                     x["fidelity_resampled"]) for x in (end, init)]
+    held_out["fidelity_gain"] = end["fidelity"] - init["fidelity"]
+    held_out["fidelity_gain_ci"] = list(difference_interval(*pair))
     record["updates"] = result.updates
     ckpt = load_checkpoint(result.best)
     ckpt["qat"] = record
@@ -395,9 +408,10 @@ def _finish(result: Any, record: dict[str, Any], base: Any, held: Any, cfg: Any,
                "updates": result.updates, "schedule": record["schedule"],
                "data": record["data"], "holdout": record["holdout"]}
     atomic_write_text(Path(cfg.out) / "qat.json", json.dumps(summary, indent=1) + "\n")
-    init, end = record["holdout"]["init"], record["holdout"]["end"]
-    log(f"{result.updates} optimizer updates; on {record['holdout']['images']} held-out "
-        f"images: start {_scores_text(init)}; end {_scores_text(end)}")
+    lo, hi = held_out["fidelity_gain_ci"]
+    log(f"{result.updates} optimizer updates; on {held_out['images']} held-out images: start "
+        f"{_scores_text(init)}; end {_scores_text(end)}; fine-tuning changed fidelity by "
+        f"{held_out['fidelity_gain']:+.2f} (paired 95% CI [{lo:+.2f}, {hi:+.2f}])")
     return result
 
 

@@ -20,6 +20,10 @@ import numpy as np
 from ..cli_args import positive_int
 from .processing import dfl_decode, sigmoid
 
+#: an anchor the float model scores at least this high is one a user would see (the
+#: detector's default confidence): agreement is measured there
+CONFIDENT = 0.25
+
 #: precision -> (max |score difference|, mean |box distance difference| in stride units)
 TOLERANCES: dict[str, tuple[float, float]] = {
     "fp32": (1e-3, 1e-3),
@@ -39,9 +43,12 @@ def compare_outputs(
     """Agreement of raw outputs ``(B, 4*reg_max, A)``, ``(B, nc, A)`` with reference ones.
 
     ``score_*``: |sigmoid difference| over every anchor and class; ``dist_*``: |DFL expected
-    distance difference| in stride units over every anchor and side; ``top_class_agreement``:
-    share of the anchors the reference scores at >= min(0.25, its 99th percentile) whose best
-    class is the same.
+    distance difference| in stride units over every anchor and side. Where the reference is
+    confident (an anchor it scores at >= :data:`CONFIDENT`, what a user would see; counted in
+    ``confident_anchors``): ``top_class_agreement``, the share whose best class is the same,
+    and ``score_mean_abs_diff_confident`` / ``dist_mean_abs_diff_confident``, the same
+    differences there. A reference that is confident nowhere (an under-trained model, images
+    of other things) leaves these None: nothing was compared that a user would see.
     """
     if box.shape != ref_box.shape or cls.shape != ref_cls.shape:
         raise ValueError(
@@ -49,20 +56,44 @@ def compare_outputs(
             f"{ref_box.shape}, {ref_cls.shape}"
         )
     score_diff = np.abs(sigmoid(cls.astype(np.float32)) - sigmoid(ref_cls.astype(np.float32)))
-    dist_diff, agree = [], []
+    dist_diff, agree, conf_score, conf_dist = [], [], [], []
     for i in range(len(box)):
-        dist_diff.append(np.abs(dfl_decode(box[i], reg_max) - dfl_decode(ref_box[i], reg_max)))
-        ref_score = sigmoid(ref_cls[i].astype(np.float32)).max(0)
-        sel = ref_score >= min(0.25, float(np.quantile(ref_score, 0.99)))
-        agree.append(np.mean(cls[i][:, sel].argmax(0) == ref_cls[i][:, sel].argmax(0)))
+        dist = np.abs(dfl_decode(box[i], reg_max) - dfl_decode(ref_box[i], reg_max))
+        dist_diff.append(dist)
+        sel = sigmoid(ref_cls[i].astype(np.float32)).max(0) >= CONFIDENT
+        agree.append(cls[i][:, sel].argmax(0) == ref_cls[i][:, sel].argmax(0))
+        conf_score.append(score_diff[i][:, sel].ravel())
+        conf_dist.append(dist[sel].ravel())  # (K, 4) distances
     dist = np.concatenate([d.ravel() for d in dist_diff])
+    confident = int(sum(len(a) for a in agree))
+
+    def mean(parts: list[np.ndarray]) -> float | None:
+        return float(np.concatenate(parts).mean()) if confident else None
+
     return {
         "score_mean_abs_diff": float(score_diff.mean()),
         "score_max_abs_diff": float(score_diff.max()),
         "dist_mean_abs_diff": float(dist.mean()),
         "dist_max_abs_diff": float(dist.max()),
-        "top_class_agreement": float(np.mean(agree)),
+        "confident_anchors": confident,
+        "top_class_agreement": mean(agree),
+        "score_mean_abs_diff_confident": mean(conf_score),
+        "dist_mean_abs_diff_confident": mean(conf_dist),
     }
+
+
+def agreement_text(acc: dict) -> str:
+    """One line on how far an artifact computes what the float model does, for the export
+    summary, the bundle's README and ``info``; says so when nothing confident was compared."""
+    where = f"on {acc['images']} images ({acc.get('image_source', 'stored references')})"
+    if acc.get("top_class_agreement") is None:
+        return (f"not measured where it matters: the float model scores no anchor >= "
+                f"{CONFIDENT:g} {where} (mean |score diff| over all anchors "
+                f"{acc['score_mean_abs_diff']:.1e})")
+    return (f"top class {acc['top_class_agreement']:.1%} and mean |score diff| "
+            f"{acc['score_mean_abs_diff_confident']:.1e} over the {acc['confident_anchors']} "
+            f"anchors the float model scores >= {CONFIDENT:g}, box "
+            f"{acc['dist_mean_abs_diff_confident']:.1e} strides, {where}")
 
 
 @dataclass
