@@ -96,6 +96,14 @@ def describe(path: Path) -> str:
                 f"{q.get('activation_quantizers', '?')} activation fake quantizers; from "
                 f"{qat.get('source_checkpoint')}; export with --precision int8"
             )
+            held = qat.get("holdout") or {}
+            if qat.get("stage") == "init":
+                lines.append("  QAT start: quantizers initialised, no update made (init.pt)")
+            elif "end" in held:
+                lines.append(
+                    f"  QAT made {qat.get('updates')} updates; fidelity to the float model on "
+                    f"{held['images']} held-out images {held['init']['fidelity']:.2f} at the "
+                    f"start, {held['end']['fidelity']:.2f} at the end")
         return "\n".join(lines)
     meta = (BundleMeta.read(path) if path.is_dir() or path.name == META_FILE
             else read_metadata(path))

@@ -205,7 +205,7 @@ def test_qat_fine_tunes_on_cuda(amp_run, tmp_path: Path) -> None:
     out = tmp_path / "qat"
     run = subprocess.run(
         [sys.executable, "-m", "edge_yolo", "qat", "--weights", str(result.best),
-         "--target", "jetson", "--epochs", "1", "--batch", "8", "--imgsz", "128",
+         "--target", "jetson", "--updates", "10", "--batch", "8", "--imgsz", "128",
          "--calib-size", "16", "--device", "cuda", "--no-progress", "--out", str(out)],
         cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900,
     )

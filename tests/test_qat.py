@@ -329,6 +329,7 @@ def test_info_says_a_checkpoint_is_qat(qat_jetson, capsys):
     assert main(["info", str(qat_jetson)]) == 0
     out = capsys.readouterr().out
     assert "QAT for jetson (variant pgi)" in out and "--precision int8" in out
+    assert "QAT made 2 updates; fidelity to the float model on 1 held-out images" in out
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -14,11 +14,12 @@ from torch import nn
 from edge_yolo.models import create_model, save_checkpoint
 from edge_yolo.train.config import load_recipe
 from edge_yolo.train.ema import ModelEMA
-from edge_yolo.train.loop import _amp_dtype, load_initial_weights, train
+from edge_yolo.train.loop import load_initial_weights, train
 from edge_yolo.train.optim import (
     BIASES,
     BN_WEIGHTS,
     WEIGHTS,
+    amp_dtype,
     apply_warmup,
     build_optimizer,
     fit_warmup,
@@ -110,10 +111,10 @@ def test_ema_decay_ramps_and_averages() -> None:
 
 
 def test_amp_is_off_on_cpu_unless_asked() -> None:
-    assert _amp_dtype(None, torch.device("cpu")) is None
-    assert _amp_dtype(True, torch.device("cpu")) is torch.bfloat16
-    assert _amp_dtype(None, torch.device("cuda")) is torch.float16
-    assert _amp_dtype(False, torch.device("cuda")) is None
+    assert amp_dtype(None, torch.device("cpu")) is None
+    assert amp_dtype(True, torch.device("cpu")) is torch.bfloat16
+    assert amp_dtype(None, torch.device("cuda")) is torch.float16
+    assert amp_dtype(False, torch.device("cuda")) is None
 
 
 def test_initial_weights_from_a_checkpoint_with_other_classes(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .fidelity import REFERENCE_CONF
+from .fidelity import CANDIDATE_CONF, REFERENCE_CONF
 from .val import EVAL, Collected, collect, resamples_of
 
 #: libraries whose versions a report records (those that produced or ran a row)
@@ -365,6 +365,7 @@ def build_report(
         "bootstrap": {"resamples": resamples, "interval": 0.95, "paired_over": "images"},
         "fidelity": {"data": fidelity_data or f"{data} [{split}]", "images": len(seen[0].paths),
                      "labels_needed": False, "reference_conf": REFERENCE_CONF,
+                     "candidate_conf": CANDIDATE_CONF,
                      "reference_boxes": fidelities[0].reference_boxes},
         "host": {"machine": platform.machine(), "processor": platform.processor() or "",
                  "threads": threads},
@@ -435,7 +436,7 @@ def empty_where_float_is_confident(base: Collected, other: Collected,
 
 
 #: what ``--max-drop`` can gate on: the ground-truth mAP50-95 drop, or the fidelity drop
-GATES = {"map": "mAP50-95 points against the ground truth",
+GATES = {"map": "mAP50-95 points (against the ground truth)",
          "fidelity": "fidelity points (against the float model's own boxes)"}
 
 

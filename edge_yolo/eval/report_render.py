@@ -78,7 +78,8 @@ def _fidelity_note(report: dict[str, Any]) -> str:
     f = report.get("fidelity")
     if not f:
         return ""
-    text = (f"Fidelity: mAP50-95 x 100 against the float model's own boxes scoring >= "
+    text = (f"Fidelity: mAP50-95 x 100 of a row's boxes scoring >= {f['candidate_conf']:g} "
+            f"against the float model's own boxes scoring >= "
             f"{f['reference_conf']:g} ({f['reference_boxes']} boxes) on {f['data']}, "
             f"{f['images']} images, no labels needed; 100 is the float model itself, the "
             "interval (paired bootstrap, same resamples) is of the drop from 100.")

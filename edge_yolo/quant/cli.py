@@ -56,6 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     h = p.add_argument_group("schedule")
     h.add_argument("--updates", type=positive_int,
                    help=f"optimizer updates to make (default {DEFAULT_UPDATES})")
+    h.add_argument("--epochs", type=positive_int, help=argparse.SUPPRESS)  # said, see run()
     h.add_argument("--accumulate", type=positive_int,
                    help="batches whose gradients make one update (default 1)")
     h.add_argument("--holdout", type=positive_int,
@@ -84,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
     from .qat_run import load_qat_recipe, resume_qat, run_qat
 
+    if args.epochs is not None:
+        raise UsageError("--epochs: QAT is counted in optimizer updates, whatever the data's "
+                         "size: use --updates N (every batch is one update)")
     overrides = {k: getattr(args, k) for k in TRAIN_KEYS}
     overrides["out"] = None if args.out is None else str(args.out)
     if args.resume:

@@ -41,7 +41,15 @@ from .config import TrainConfig, augment_config
 from .cpu_share import CPUShare, loader_workers, threads_for
 from .distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed
 from .ema import ModelEMA, unwrap
-from .optim import apply_warmup, build_optimizer, fit_warmup, lr_lambda, warmup_iters
+from .optim import (
+    amp_dtype,
+    apply_warmup,
+    build_optimizer,
+    dtype_name,
+    fit_warmup,
+    lr_lambda,
+    warmup_iters,
+)
 from .results import LOSS_NAMES, epoch_line, plot_results, read_history, write_results
 from .state import ResumePoint, save_training_checkpoint, seed_everything, set_rng_state
 
@@ -238,8 +246,8 @@ def _train(
     optimizer = build_optimizer(model, cfg.lr0, cfg.momentum, weight_decay, cfg.optimizer)
     lf = lr_lambda(cfg.epochs, cfg.lrf, cfg.cos_lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lf)
-    amp_dtype = _amp_dtype(cfg.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    autocast = amp_dtype(cfg.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast == torch.float16)
     n_warmup = warmup_iters(cfg.warmup_epochs, nb, cfg.warmup_min_iters)
     total_iters = cfg.epochs * nb
     if (fitted := fit_warmup(n_warmup, total_iters)) < n_warmup:
@@ -264,7 +272,7 @@ def _train(
     log(
         f"{cfg.model}: {len(train_set)} train images, {len(names)} classes, {world} process(es) on "
         f"{device}, batch {cfg.batch} x accumulate {accumulate_to} (nominal {cfg.nbs}), "
-        f"{nb} iterations/epoch, warmup {n_warmup} iterations, AMP {_dtype_name(amp_dtype)}, "
+        f"{nb} iterations/epoch, warmup {n_warmup} iterations, AMP {dtype_name(autocast)}, "
         f"{workers} loader worker(s)"
         + (f", stopping after {cfg.max_updates} optimizer updates" if cfg.max_updates else "")
     )
@@ -312,7 +320,7 @@ def _train(
             )
             with sync:
                 with torch.autocast(
-                    device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+                    device.type, dtype=autocast or torch.float32, enabled=autocast is not None
                 ):
                     outputs = forward(images)
                 if setup.loss is not None:
@@ -470,27 +478,6 @@ def load_initial_weights(model: YOLO, path: str | os.PathLike) -> str:
     from .pretrained import load_pretrained
 
     return str(load_pretrained(model, path))
-
-
-def _amp_dtype(amp: bool | None, device: torch.device) -> torch.dtype | None:
-    """float16 autocast + GradScaler on CUDA; on a CPU off unless asked (then bfloat16).
-
-    On a CPU with AMX (2-core Xeon, 320 px, batch 8) the training loop ran 1.34x (gelan-t)
-    and 1.38x (yolov9-t) faster in bfloat16, but two 40-epoch yolov9-t pairs from scratch on
-    raccoon ended 0.051 and 0.070 mAP50-95 below float32 (benchmarks/results/
-    cpu-bf16-training.md), so CPU training stays float32 unless ``--amp`` asks for the speed.
-    """
-    if amp is None:
-        amp = device.type == "cuda"
-    if not amp:
-        return None
-    if device.type == "cuda":
-        return torch.float16
-    return torch.bfloat16
-
-
-def _dtype_name(dtype: torch.dtype | None) -> str:
-    return "off" if dtype is None else str(dtype).removeprefix("torch.")
 
 
 def _progress(loader: Any, total: int, desc: str, enabled: bool) -> Any:
