@@ -466,3 +466,31 @@ def test_compare_ptq_ships_the_artifact_closer_to_the_float_model(qat_jetson, fl
                  "int8", "--compare-ptq", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and "is not a QAT checkpoint" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_a_qat_run_killed_while_scoring_its_end_finishes_on_resume(tmp_path, float_pgi,
+                                                                   monkeypatch, capsys):
+    from edge_yolo.quant import qat_run
+
+    class Killed(Exception):
+        pass
+
+    real_finish = qat_run._finish
+
+    def killed(*_args: object, **_kwargs: object) -> None:
+        raise Killed
+
+    monkeypatch.setattr(qat_run, "_finish", killed)
+    run = tmp_path / "q"
+    with pytest.raises(Killed):
+        main(["qat", "--weights", str(float_pgi), "--target", "jetson", "--out", str(run),
+              "--debug", *QAT_ARGS])
+    monkeypatch.setattr(qat_run, "_finish", real_finish)
+    assert "end" not in torch.load(run / "best.pt", weights_only=True)["qat"]["holdout"]
+    assert main(["qat", "--resume", str(run)]) == 0  # no update made again: only the scoring
+    record = torch.load(run / "best.pt", weights_only=True)["qat"]
+    assert record["updates"] == 2 and "end" in record["holdout"]
+    capsys.readouterr()
+    assert main(["qat", "--resume", str(run)]) == 2  # now complete: says so
+    assert "already finished 2 of 2 updates" in capsys.readouterr().err

@@ -243,15 +243,35 @@ def resume_qat(run: Path, overrides: dict[str, Any], log: Any = print) -> Any:
     if reference.aux is not None:
         reference.drop_auxiliary()
     reference.fuse()
-    setup = _setup(record["variant"], reference, record["recipe"].get("distill_weight", 1.0),
-                   train_part, record)
-    result = train(cfg, resume=point, setup=setup)
+    made = int(point.train["ema_updates"])
+    if cfg.max_updates and made >= cfg.max_updates and not _scored(point.path.parent):
+        # killed while scoring its end: the updates are all made, only the scoring is left
+        from ..train.loop import TrainResult
+
+        out = point.path.parent
+        result = TrainResult(out, out / "last.pt", out / "best.pt", point.epoch, None,
+                             updates=made)
+    else:
+        setup = _setup(record["variant"], reference,
+                       record["recipe"].get("distill_weight", 1.0), train_part, record)
+        result = train(cfg, resume=point, setup=setup)
     base = _collect(reference, held, cfg.imgsz, names)
     return _finish(result, record, base, held, cfg, names, log)
 
 
 #: the run's starting point beside last.pt / best.pt: quantizers initialised, no update made
 INIT_NAME = "init.pt"
+
+
+def _scored(run: Path) -> bool:
+    """Whether a run's end was scored (its best.pt records it): the run is complete."""
+    from ..models.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        record = load_checkpoint(run / "best.pt").get("qat") or {}
+    except CheckpointError:
+        return False
+    return "end" in (record.get("holdout") or {})
 
 
 def resolve_variant(variant: str | None, labeled: bool, has_pgi: bool, weights: Path,
@@ -412,6 +432,10 @@ def _finish(result: Any, record: dict[str, Any], base: Any, held: Any, cfg: Any,
     log(f"{result.updates} optimizer updates; on {held_out['images']} held-out images: start "
         f"{_scores_text(init)}; end {_scores_text(end)}; fine-tuning changed fidelity by "
         f"{held_out['fidelity_gain']:+.2f} (paired 95% CI [{lo:+.2f}, {hi:+.2f}])")
+    if hi < 0:
+        log("WARNING: fine-tuning moved the model further from the float one than its start "
+            "(PTQ in torch); try a lower --lr or --variant distill, and export with "
+            "--compare-ptq so the closer of QAT and PTQ ships")
     return result
 
 
