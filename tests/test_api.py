@@ -29,7 +29,11 @@ def test_train_export_val_from_python(tmp_path: Path):
     assert run.epochs_completed == 1 and 0 <= run.final["map50_95"] <= 1
     bundle = edge_yolo.export(run.best, "onnx", out=tmp_path / "exports", threads=1)
     assert bundle.path == tmp_path / "exports" / "gelan-t-onnx-fp32"
-    assert bundle.meta.accuracy["top_class_agreement"] > 0.99
+    # one epoch on 8 images: the float model is confident nowhere, and the line says so
+    acc = bundle.meta.accuracy
+    assert acc["confident_anchors"] == 0 and acc["top_class_agreement"] is None
+    assert acc["score_mean_abs_diff"] < 1e-3
+    assert "not measured where it matters" in bundle.summary()
     assert "input size   64x64 (checkpoint)" in bundle.summary()
     det = edge_yolo.Detector(bundle, threads=1)  # the result is a path too
     assert det.imgsz == (64, 64)

@@ -182,3 +182,17 @@ def test_of_ptq_and_qat_the_one_closer_to_float_ships_and_says_why():
     (choice,) = choose_shipped(rows, fids)
     assert choice["ships"] == "qat" and not choice["resolved"] and "within noise" in choice["why"]
     assert choose_shipped(rows[:2], fids[:2]) == []  # no QAT to choose from: nothing to say
+
+
+def test_calibration_takes_what_the_data_has_and_warns_only_when_more_was_asked(caplog):
+    from edge_yolo.quant.calibration import CalibrationSet
+
+    folder = str(rm.RACCOON / "images")
+    with caplog.at_level("WARNING"):
+        default = CalibrationSet.load(folder)  # up to 300: the six photos, nothing to say
+    assert len(default) == 6 and default.provenance().requested == 6
+    assert "asked for" not in caplog.text
+    with caplog.at_level("WARNING"):
+        asked = CalibrationSet.load(folder, 10)
+    assert len(asked) == 6 and asked.provenance().requested == 10
+    assert "10 images asked for" in caplog.text

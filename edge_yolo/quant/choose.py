@@ -45,8 +45,10 @@ def ship_better_than_ptq(qat_weights: Path, qat_bundle: Path, options: Any,
     if not source.is_file() or sha256_file(source) != record["source_sha256"]:
         raise QATError(f"the float checkpoint {source} is gone or changed since the QAT run; "
                        "PTQ is made from it")
+    # PTQ calibrates on what the QAT run learnt from, unless --calib says otherwise
     candidate = dataclasses.replace(options, name=f".{qat_bundle.name}.ptq-candidate",
-                                    force=True, max_drop=None)
+                                    force=True, max_drop=None,
+                                    calib=options.calib or record["data"]["source"])
     log(f"exporting PTQ of {source} for the comparison ...")
     ptq_bundle = run_export(source, candidate)
     try:
