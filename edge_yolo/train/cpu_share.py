@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -122,3 +123,19 @@ def loader_workers(requested: int | None, device_type: str, processes: int = 1) 
     if device_type == "cuda":
         return max(1, min(8, per_process - 1))
     return 0 if per_process <= 2 else min(4, per_process // 4)
+
+
+def fit_threads(share: CPUShare, most: int, log: Callable[[str], None]) -> None:
+    """Run as many torch threads as there are cores the other processes leave free, at most
+    ``most`` (see :mod:`edge_yolo.train.cpu_share`); say so when that changes the count."""
+    import torch
+
+    from ..errors import option
+
+    free = share.available()
+    threads = threads_for(free, min(most, share.cores))
+    if threads != torch.get_num_threads():
+        busy = "" if free is None else f": other processes keep {share.cores - free:.1f} busy"
+        log(f"training with {threads} thread(s) on {share.cores} cores{busy} (more threads "
+            f"than free cores stall every step; {option('threads')} fixes the count)")
+        torch.set_num_threads(threads)

@@ -38,7 +38,7 @@ from edge_yolo.models.checkpoint import (
 from edge_yolo.models.gelan import YOLO
 
 from .config import TrainConfig, augment_config
-from .cpu_share import CPUShare, loader_workers, threads_for
+from .cpu_share import CPUShare, fit_threads, loader_workers
 from .distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed
 from .ema import ModelEMA, unwrap
 from .optim import (
@@ -91,11 +91,8 @@ class ModelSetup:
     extra_loss: Callable[[torch.Tensor, Any], torch.Tensor] | None = None
     checkpoint_extra: dict[str, Any] = field(default_factory=dict)
     description: str = ""  # one line for the log: what the model is
-    #: the images to train on (e.g. QAT's, with a held-out split carved away); None: the
-    #: train split of ``cfg.data``
-    train_set: Any = None
-    #: replaces the task loss: ``loss(images, outputs) -> (loss, items)`` with ``items`` the
-    #: three logged parts; for images without labels (QAT by distillation alone)
+    train_set: Any = None  # what to train on (QAT's, held-out images carved away); None: cfg.data
+    #: replaces the task loss, ``(images, outputs) -> (loss, 3 logged parts)``: no labels
     loss: Callable[[torch.Tensor, Any], tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
@@ -164,7 +161,7 @@ def _train(
     most = torch.get_num_threads()  # torch's own choice (physical cores, or OMP_NUM_THREADS)
     if share is not None:
         time.sleep(0.3)  # a first reading of what the other processes use
-        _fit_threads(share, most, log)
+        fit_threads(share, most, log)
     seed_everything(cfg.seed + rank, cfg.deterministic)
     out = Path(cfg.out)
     last_path, best_path = out / "last.pt", out / "best.pt"
@@ -172,9 +169,8 @@ def _train(
         out.mkdir(parents=True, exist_ok=True)
 
     # ---- data -------------------------------------------------------------------------
-    train_set = setup.train_set
-    if train_set is None:
-        train_set = load_dataset(cfg.data, split="train", **spec_kwargs(cfg.data, cfg.imgsz))
+    train_set = setup.train_set or load_dataset(cfg.data, split="train",
+                                                **spec_kwargs(cfg.data, cfg.imgsz))
     names = list(train_set.names)
     num_classes = cfg.num_classes or len(names)
     if num_classes != len(names):
@@ -264,11 +260,13 @@ def _train(
         history = read_history(out / "results.json", start_epoch)
         set_rng_state(resume.train["rng"])
         log(f"resuming {resume.path} from epoch {start_epoch + 1}/{cfg.epochs}")
-    if start_epoch >= cfg.epochs or cfg.max_updates and ema.updates >= cfg.max_updates:
-        done, more = ((f"{ema.updates} of {cfg.max_updates} updates", option("updates"))
-                      if cfg.max_updates and ema.updates >= cfg.max_updates
-                      else (f"{start_epoch} of {cfg.epochs} epochs", option("epochs")))
-        raise TrainError(f"run already finished {done}; raise {more}")
+    if cfg.max_updates and ema.updates >= cfg.max_updates:
+        raise TrainError(f"run already finished {ema.updates} of {cfg.max_updates} updates; "
+                         f"raise {option('updates')}")
+    if start_epoch >= cfg.epochs:
+        raise TrainError(
+            f"run already finished {start_epoch} of {cfg.epochs} epochs; raise {option('epochs')}"
+        )
     log(
         f"{cfg.model}: {len(train_set)} train images, {len(names)} classes, {world} process(es) on "
         f"{device}, batch {cfg.batch} x accumulate {accumulate_to} (nominal {cfg.nbs}), "
@@ -281,7 +279,7 @@ def _train(
     epoch = start_epoch
     for epoch in range(start_epoch, cfg.epochs):
         if share is not None and epoch > start_epoch:
-            _fit_threads(share, most, log)  # what the others used during the last epoch
+            fit_threads(share, most, log)  # what the others used during the last epoch
         t_epoch = time.perf_counter()
         seed_everything(cfg.seed + 1000 * rank + epoch, deterministic=False)
         model.train()
@@ -455,18 +453,6 @@ def _train(
 
 
 # ---- helpers the loop reads through ---------------------------------------------------
-
-
-def _fit_threads(share: CPUShare, most: int, log: Callable[[str], None]) -> None:
-    """Run as many torch threads as there are cores the other processes leave free, at most
-    ``most`` (see :mod:`edge_yolo.train.cpu_share`); say so when that changes the count."""
-    free = share.available()
-    threads = threads_for(free, min(most, share.cores))
-    if threads != torch.get_num_threads():
-        busy = "" if free is None else f": other processes keep {share.cores - free:.1f} busy"
-        log(f"training with {threads} thread(s) on {share.cores} cores{busy} (more threads "
-            f"than free cores stall every step; {option('threads')} fixes the count)")
-        torch.set_num_threads(threads)
 
 
 def load_initial_weights(model: YOLO, path: str | os.PathLike) -> str:
