@@ -169,8 +169,9 @@ def _train(
         out.mkdir(parents=True, exist_ok=True)
 
     # ---- data -------------------------------------------------------------------------
-    train_set = setup.train_set or load_dataset(cfg.data, split="train",
-                                                **spec_kwargs(cfg.data, cfg.imgsz))
+    train_set = setup.train_set  # a dataset's truth would be its len(): compared to None
+    if train_set is None:
+        train_set = load_dataset(cfg.data, split="train", **spec_kwargs(cfg.data, cfg.imgsz))
     names = list(train_set.names)
     num_classes = cfg.num_classes or len(names)
     if num_classes != len(names):
